@@ -1,0 +1,1 @@
+"""ASGILook: an image-sharing HTTP service on Falcon, S3 and Redis."""

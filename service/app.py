@@ -1,0 +1,65 @@
+"""The composition root: create_app(settings) builds and wires everything."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
+import falcon.asgi
+import uuid6
+
+from .cache import Cache, MemoryCache, RedisCache
+from .errors import ServiceError
+from .images import ImageService, ImageWorkers, Storage, utc_now
+from .middleware import Lifespan, ResponseCache
+from .resources import Image, ImageList, Thumbnail, service_error
+from .settings import Settings
+from .storage_local import LocalStorage
+from .storage_s3 import S3Storage
+
+
+def create_app(
+    settings: Settings,
+    *,
+    new_id: Callable[[], UUID] = uuid6.uuid7,
+    clock: Callable[[], datetime] = utc_now,
+) -> falcon.asgi.App:
+    """Build the ASGI app; clients open on lifespan startup and close on shutdown."""
+    storage: Storage
+    if settings.s3_bucket:
+        storage = S3Storage(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            region=settings.s3_region,
+            endpoint_url=settings.s3_endpoint_url,
+            create_bucket=settings.s3_create_bucket,
+        )
+    else:
+        storage = LocalStorage(settings.storage_path)
+
+    cache: Cache
+    if settings.redis_url:
+        cache = RedisCache(settings.redis_url, settings.cache_ttl)
+    else:
+        cache = MemoryCache(
+            settings.cache_max_bytes, settings.cache_ttl, settings.storage_path / "cache-generations"
+        )
+
+    workers = ImageWorkers(settings.image_threads)
+    images = ImageService(
+        storage,
+        workers,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        min_thumb_size=settings.min_thumb_size,
+        new_id=new_id,
+        clock=clock,
+    )
+
+    app = falcon.asgi.App(middleware=[Lifespan(storage, cache, workers), ResponseCache(cache)])
+    app.add_route("/images", ImageList(images))
+    app.add_route("/images/{image_id:uuid}.jpeg", Image(images))
+    app.add_route("/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg", Thumbnail(images))
+    app.add_error_handler(ServiceError, service_error)
+    return app

@@ -1,0 +1,41 @@
+"""Domain errors, free of any framework; service/resources.py maps them to HTTP."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error a client can cause or must be told about."""
+
+    title = "Error"
+
+
+class ImageNotFound(ServiceError):
+    title = "Image not found"
+
+
+class EmptyUpload(ServiceError):
+    title = "Empty upload"
+
+
+class UploadTooLarge(ServiceError):
+    title = "Upload too large"
+
+
+class ImageTooLarge(ServiceError):
+    title = "Image too large"
+
+
+class UnsupportedImage(ServiceError):
+    title = "Unsupported image"
+
+
+class InvalidImage(ServiceError):
+    title = "Invalid image"
+
+
+class InvalidCursor(ServiceError):
+    title = "Invalid cursor"
+
+
+class StorageUnavailable(ServiceError):
+    title = "Storage unavailable"

@@ -1,0 +1,110 @@
+"""Falcon resources of the asgilook contract, and the mapping of domain errors to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import falcon
+from falcon.asgi import Request, Response
+
+from . import errors
+from .images import ImageRecord, ImageService, thumbnail_sizes
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+RETRY_AFTER_SECONDS = 5
+
+_STATUS = {
+    errors.ImageNotFound: falcon.HTTP_404,
+    errors.EmptyUpload: falcon.HTTP_400,
+    errors.InvalidImage: falcon.HTTP_400,
+    errors.InvalidCursor: falcon.HTTP_400,
+    errors.UploadTooLarge: falcon.HTTP_413,
+    errors.ImageTooLarge: falcon.HTTP_413,
+    errors.UnsupportedImage: falcon.HTTP_415,
+    errors.StorageUnavailable: falcon.HTTP_503,
+}
+
+
+def image_uri(image_id: UUID) -> str:
+    return f"/images/{image_id}.jpeg"
+
+
+class ImageList:
+    """`/images`: the listing, oldest first, paginated; POST uploads."""
+
+    cache_responses = True
+
+    def __init__(self, images: ImageService) -> None:
+        self._images = images
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        limit = req.get_param_as_int(
+            "limit", min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE
+        )
+        page = await self._images.list(req.get_param("cursor"), limit)
+        resp.media = [self._describe(record) for record in page.records]
+        if page.next_cursor:
+            resp.append_link(f"/images?limit={limit}&cursor={page.next_cursor}", "next")
+
+    async def on_post(self, req: Request, resp: Response) -> None:
+        record = await self._images.upload(req.stream, req.content_length)
+        resp.status = falcon.HTTP_201
+        resp.location = image_uri(record.id)
+        resp.media = self._describe(record)
+
+    def _describe(self, record: ImageRecord) -> dict[str, Any]:
+        return {
+            "id": str(record.id),
+            "image": image_uri(record.id),
+            "modified": falcon.dt_to_http(record.modified),
+            "size": list(record.size),
+            "thumbnails": [
+                f"/thumbnails/{record.id}/{width}x{height}.jpeg"
+                for width, height in thumbnail_sizes(record.size, self._images.min_thumb_size)
+            ],
+        }
+
+
+class Image:
+    """`/images/{id}.jpeg`: the JPEG, streamed; DELETE removes the image."""
+
+    def __init__(self, images: ImageService) -> None:
+        self._images = images
+
+    async def on_get(self, req: Request, resp: Response, image_id: UUID) -> None:
+        stored = await self._images.open(image_id)
+        resp.content_type = falcon.MEDIA_JPEG
+        resp.content_length = stored.length
+        resp.stream = stored
+
+    async def on_delete(self, req: Request, resp: Response, image_id: UUID) -> None:
+        await self._images.delete(image_id)
+        resp.status = falcon.HTTP_204
+
+
+class Thumbnail:
+    """`/thumbnails/{id}/{w}x{h}.jpeg`: rendered on demand, for the allowed sizes only."""
+
+    cache_responses = True
+
+    def __init__(self, images: ImageService) -> None:
+        self._images = images
+
+    async def on_get(
+        self, req: Request, resp: Response, image_id: UUID, width: int, height: int
+    ) -> None:
+        resp.content_type = falcon.MEDIA_JPEG
+        resp.data = await self._images.thumbnail(image_id, (width, height))
+
+
+async def service_error(req: Request, resp: Response, error: Exception, params: Any) -> None:
+    """Answer a domain error with its status and a JSON body, like Falcon's own errors."""
+    assert isinstance(error, errors.ServiceError)
+    headers = {}
+    if isinstance(error, errors.StorageUnavailable):
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    raise falcon.HTTPError(
+        _STATUS[type(error)], title=error.title, description=str(error), headers=headers
+    )

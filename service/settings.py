@@ -1,0 +1,74 @@
+"""Settings read from ASGILOOK_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ASGILOOK_"
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with; see .env.example."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    s3_bucket: str | None = Field(
+        None, description="Bucket holding the images; unset = embedded local-disk store."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO, SeaweedFS or moto; unset = AWS."
+    )
+    s3_region: str = Field("us-east-1", description="Region of the bucket.")
+    s3_prefix: str = Field("", description="Prefix of every key the service writes.")
+    s3_create_bucket: bool = Field(False, description="Create the bucket on startup if missing.")
+    storage_path: Path = Field(
+        Path("data"), description="Directory of the embedded store (used without a bucket)."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL of the response cache; unset = in-process cache."
+    )
+    cache_ttl: int = Field(3600, gt=0, description="Seconds a cached response lives.")
+    cache_max_bytes: int = Field(
+        64 * MiB, gt=0, description="Byte budget of the in-process cache (used without Redis)."
+    )
+    min_thumb_size: int = Field(64, ge=1, description="Smallest thumbnail width or height.")
+    max_upload_bytes: int = Field(32 * MiB, gt=0, description="Largest accepted upload body.")
+    max_image_pixels: int = Field(
+        50_000_000, gt=0, description="Largest accepted image, in pixels (width x height)."
+    )
+    image_threads: int = Field(
+        0, ge=0, description="Threads rendering images; 0 = one per CPU core."
+    )
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix_ends_with_slash(cls, prefix: str) -> str:
+        prefix = prefix.strip("/")
+        return f"{prefix}/" if prefix else ""
+
+    @field_validator("s3_endpoint_url", "redis_url", "s3_bucket")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # NOTE: `ASGILOOK_REDIS_URL=` in a .env file means "not set", not "".
+        return value or None
+
+
+class SettingsError(SystemExit):
+    """Startup stops with one readable line instead of a traceback."""
+
+
+def load_settings() -> Settings:
+    """Read the environment; invalid values raise SettingsError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = [
+            f"{ENV_PREFIX}{str(problem['loc'][0]).upper()}: {problem['msg']}"
+            f" (got {problem['input']!r})"
+            for problem in error.errors(include_url=False)
+        ]
+        raise SettingsError("asgilook: invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,160 @@
+"""The embedded store: files on local disk and an SQLite index, shared by workers on one host."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from uuid import UUID
+
+from .errors import ImageNotFound
+from .images import ImageRecord, StoredImage
+
+T = TypeVar("T")
+READ_CHUNK_BYTES = 256 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,  -- canonical UUIDv7 text sorts by upload time
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    modified INTEGER NOT NULL
+)
+"""
+
+
+class LocalStorage:
+    """Layout under the root: originals/{id}, images/{id}.jpeg and index.sqlite3."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        # NOTE: one thread owns the SQLite connection and runs all blocking file work.
+        self._thread: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    async def __aenter__(self) -> LocalStorage:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="asgilook-disk")
+        await self._run(self._open_database)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+        assert self._thread is not None
+        self._thread.shutdown()
+
+    async def save(
+        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
+    ) -> None:
+        await self._run(self._save, record, original, jpeg)
+
+    async def open(self, image_id: UUID) -> StoredImage:
+        record, file = await self._run(self._open, image_id)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await self._run(file.read, READ_CHUNK_BYTES):
+                yield chunk
+
+        async def close() -> None:
+            file.close()
+
+        return StoredImage(record, os.fstat(file.fileno()).st_size, chunks(), close)
+
+    async def delete(self, image_id: UUID) -> None:
+        await self._run(self._delete, image_id)
+
+    async def list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
+        return await self._run(self._list, after, limit)
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    def _open_database(self) -> None:
+        for folder in ("originals", "images"):
+            (self._root / folder).mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self._root / "index.sqlite3", timeout=10, isolation_level=None, check_same_thread=False
+        )
+        # NOTE: WAL lets several uvicorn workers read while one writes.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+
+    def _save(self, record: ImageRecord, original: IO[bytes], jpeg: bytes) -> None:
+        written = []
+        try:
+            written.append(self._write(self._original_path(record.id), original))
+            written.append(self._write(self._jpeg_path(record.id), io.BytesIO(jpeg)))
+            self._database.execute(
+                "INSERT INTO images VALUES (?, ?, ?, ?)",
+                (str(record.id), *record.size, int(record.modified.timestamp())),
+            )
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+
+    def _open(self, image_id: UUID) -> tuple[ImageRecord, IO[bytes]]:
+        record = self._record(image_id)
+        try:
+            return record, self._jpeg_path(image_id).open("rb")
+        except FileNotFoundError:
+            raise ImageNotFound("no image with this id") from None
+
+    def _delete(self, image_id: UUID) -> None:
+        self._record(image_id)
+        self._database.execute("DELETE FROM images WHERE id = ?", (str(image_id),))
+        self._jpeg_path(image_id).unlink(missing_ok=True)
+        self._original_path(image_id).unlink(missing_ok=True)
+
+    def _list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
+        rows = self._database.execute(
+            "SELECT id, width, height, modified FROM images WHERE id > ? ORDER BY id LIMIT ?",
+            (str(after) if after else "", limit),
+        )
+        return [_record(*row) for row in rows]
+
+    def _record(self, image_id: UUID) -> ImageRecord:
+        row = self._database.execute(
+            "SELECT id, width, height, modified FROM images WHERE id = ?", (str(image_id),)
+        ).fetchone()
+        if row is None:
+            raise ImageNotFound("no image with this id")
+        return _record(*row)
+
+    @property
+    def _database(self) -> sqlite3.Connection:
+        assert self._db is not None, "LocalStorage used outside the app's lifespan"
+        return self._db
+
+    def _write(self, path: Path, source: IO[bytes]) -> Path:
+        """Write a file whole or not at all: to a temporary name, then renamed."""
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as temporary:
+            try:
+                shutil.copyfileobj(source, temporary)
+                temporary.flush()
+                os.fsync(temporary.fileno())
+            except BaseException:
+                os.unlink(temporary.name)
+                raise
+        os.replace(temporary.name, path)
+        return path
+
+    def _jpeg_path(self, image_id: UUID) -> Path:
+        return self._root / "images" / f"{image_id}.jpeg"
+
+    def _original_path(self, image_id: UUID) -> Path:
+        return self._root / "originals" / str(image_id)
+
+
+def _record(image_id: str, width: int, height: int, modified: int) -> ImageRecord:
+    return ImageRecord(
+        UUID(image_id), (width, height), datetime.fromtimestamp(modified, timezone.utc)
+    )

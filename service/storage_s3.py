@@ -1,0 +1,260 @@
+"""Storage in an S3-compatible bucket (AWS S3, MinIO, SeaweedFS) through aioboto3.
+
+Keys, under the configured prefix:
+  originals/{id}               the upload exactly as received
+  images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
+  index/{id}/{w}x{h}/{epoch}   an empty object per image: listing the index is the image listing,
+                               one LIST call per page, because UUIDv7 ids sort by upload time
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from datetime import datetime, timezone
+from typing import IO, Any
+from uuid import UUID
+
+import aioboto3
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import ImageNotFound, StorageUnavailable
+from .images import ImageRecord, StoredImage
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 256 * 1024
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@contextlib.contextmanager
+def _s3_errors(action: str) -> Iterator[None]:
+    """Turn what S3 and the network raise into domain errors."""
+    try:
+        yield
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in _NOT_FOUND_CODES:
+            raise ImageNotFound("no image with this id") from None
+        log.warning("S3 %s failed: %s", action, error)
+        raise StorageUnavailable(f"the image store failed ({code})") from error
+    except (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+        log.warning("S3 %s failed: %s", action, error)
+        raise StorageUnavailable("the image store cannot be reached") from error
+
+
+@contextlib.contextmanager
+def _first_error() -> Iterator[None]:
+    """Unwrap the ExceptionGroup of a TaskGroup, so callers see the error itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+
+
+class S3Storage:
+    """Images, originals and the index as objects in one bucket."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        region: str = "us-east-1",
+        endpoint_url: str | None = None,
+        create_bucket: bool = False,
+    ) -> None:
+        self._bucket = bucket
+        self._prefix = prefix
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._create_bucket = create_bucket
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> S3Storage:
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=3,
+            read_timeout=30,
+            max_pool_connections=64,
+        )
+        session = aioboto3.Session()
+        self._client = await self._stack.enter_async_context(
+            session.client(
+                "s3",
+                region_name=self._region,
+                endpoint_url=self._endpoint_url,
+                config=config,
+            )
+        )
+        if self._create_bucket:
+            try:
+                await self._ensure_bucket()
+            except BaseException:
+                await self._stack.aclose()
+                raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def save(
+        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
+    ) -> None:
+        metadata = {
+            "width": str(record.size[0]),
+            "height": str(record.size[1]),
+            "modified": str(int(record.modified.timestamp())),
+        }
+        try:
+            with _s3_errors("upload"), _first_error():
+                async with asyncio.TaskGroup() as uploads:
+                    uploads.create_task(
+                        self._client.upload_fileobj(
+                            original,
+                            self._bucket,
+                            self._original_key(record.id),
+                            ExtraArgs={"ContentType": original_type},
+                        )
+                    )
+                    uploads.create_task(
+                        self._client.put_object(
+                            Bucket=self._bucket,
+                            Key=self._jpeg_key(record.id),
+                            Body=jpeg,
+                            ContentType="image/jpeg",
+                            Metadata=metadata,
+                        )
+                    )
+                # NOTE: the index entry goes last: an image is listed only once it is whole.
+                await self._client.put_object(
+                    Bucket=self._bucket, Key=self._index_key(record), Body=b""
+                )
+        except BaseException:
+            await self._remove(record)
+            raise
+
+    async def open(self, image_id: UUID) -> StoredImage:
+        with _s3_errors("get"):
+            response = await self._client.get_object(
+                Bucket=self._bucket, Key=self._jpeg_key(image_id)
+            )
+        body = response["Body"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with _s3_errors("read"):
+                async for chunk in body.iter_chunks(READ_CHUNK_BYTES):
+                    yield chunk
+
+        async def close() -> None:
+            body.close()
+
+        record = _record_from_metadata(image_id, response["Metadata"])
+        return StoredImage(record, response["ContentLength"], chunks(), close)
+
+    async def delete(self, image_id: UUID) -> None:
+        with _s3_errors("head"):
+            response = await self._client.head_object(
+                Bucket=self._bucket, Key=self._jpeg_key(image_id)
+            )
+        record = _record_from_metadata(image_id, response["Metadata"])
+        with _s3_errors("delete"):
+            # NOTE: unlist first, so a half-finished delete never shows a broken image.
+            await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))
+            await self._delete_objects([self._jpeg_key(image_id), self._original_key(image_id)])
+
+    async def list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
+        index_prefix = f"{self._prefix}index/"
+        request = {"Bucket": self._bucket, "Prefix": index_prefix, "MaxKeys": limit}
+        if after is not None:
+            # NOTE: "~" sorts after every character of "{w}x{h}/{epoch}", so the page starts
+            #   at the next id.
+            request["StartAfter"] = f"{index_prefix}{after}/~"
+        with _s3_errors("list"):
+            response = await self._client.list_objects_v2(**request)
+        records = []
+        for entry in response.get("Contents", []):
+            try:
+                records.append(_record_from_index_key(entry["Key"][len(index_prefix) :]))
+            except ValueError:
+                log.warning("ignoring a malformed index key %r", entry["Key"])
+        return records
+
+    async def _ensure_bucket(self) -> None:
+        with _s3_errors("create bucket"):
+            try:
+                await self._client.head_bucket(Bucket=self._bucket)
+                return
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                    raise
+            request: dict[str, Any] = {"Bucket": self._bucket}
+            if self._region != "us-east-1":
+                request["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+            try:
+                await self._client.create_bucket(**request)
+            except self._client.exceptions.BucketAlreadyOwnedByYou:
+                pass  # another replica created it a moment ago
+            log.info("created bucket %s", self._bucket)
+
+    async def _remove(self, record: ImageRecord) -> None:
+        """Best-effort removal of whatever a failed save wrote, unfinished multipart uploads too."""
+        original_key = self._original_key(record.id)
+        keys = [self._index_key(record), self._jpeg_key(record.id), original_key]
+        try:
+            with _s3_errors("clean-up"):
+                await self._delete_objects(keys)
+                # NOTE: aioboto3 does not abort its multipart upload when it is cancelled.
+                response = await self._client.list_multipart_uploads(
+                    Bucket=self._bucket, Prefix=original_key
+                )
+                for upload in response.get("Uploads", []):
+                    await self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+        except StorageUnavailable:
+            log.error("could not clean up after a failed upload: %s", keys)
+
+    async def _delete_objects(self, keys: list[str]) -> None:
+        response = await self._client.delete_objects(
+            Bucket=self._bucket,
+            Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+        )
+        if response.get("Errors"):
+            raise StorageUnavailable(f"the image store refused to delete: {response['Errors']}")
+
+    def _jpeg_key(self, image_id: UUID) -> str:
+        return f"{self._prefix}images/{image_id}.jpeg"
+
+    def _original_key(self, image_id: UUID) -> str:
+        return f"{self._prefix}originals/{image_id}"
+
+    def _index_key(self, record: ImageRecord) -> str:
+        width, height = record.size
+        return (
+            f"{self._prefix}index/{record.id}/{width}x{height}/{int(record.modified.timestamp())}"
+        )
+
+
+def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageRecord:
+    return ImageRecord(
+        image_id,
+        (int(metadata["width"]), int(metadata["height"])),
+        datetime.fromtimestamp(int(metadata["modified"]), timezone.utc),
+    )
+
+
+def _record_from_index_key(name: str) -> ImageRecord:
+    image_id, size, epoch = name.split("/")
+    width, height = size.split("x")
+    return ImageRecord(
+        UUID(image_id), (int(width), int(height)), datetime.fromtimestamp(int(epoch), timezone.utc)
+    )
