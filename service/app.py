@@ -34,6 +34,7 @@ def create_app(
             region=settings.s3_region,
             endpoint_url=settings.s3_endpoint_url,
             create_bucket=settings.s3_create_bucket,
+            max_attempts=settings.s3_max_attempts,
         )
     else:
         storage = LocalStorage(settings.storage_path)

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="Region of the bucket.")
     s3_prefix: str = Field("", description="Prefix of every key the service writes.")
     s3_create_bucket: bool = Field(False, description="Create the bucket on startup if missing.")
+    s3_max_attempts: int = Field(
+        3, ge=1, description="Attempts per S3 call, the first included (retries back off)."
+    )
     storage_path: Path = Field(
         Path("data"), description="Directory of the embedded store (used without a bucket)."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -68,12 +69,14 @@ class S3Storage:
         region: str = "us-east-1",
         endpoint_url: str | None = None,
         create_bucket: bool = False,
+        max_attempts: int = 3,
     ) -> None:
         self._bucket = bucket
         self._prefix = prefix
         self._region = region
         self._endpoint_url = endpoint_url
         self._create_bucket = create_bucket
+        self._max_attempts = max_attempts
         self._stack = AsyncExitStack()
         self._client: Any = None
 
@@ -81,7 +84,7 @@ class S3Storage:
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "total_max_attempts": self._max_attempts},
             connect_timeout=3,
             read_timeout=30,
             max_pool_connections=64,
@@ -129,7 +132,8 @@ class S3Storage:
                         self._client.put_object(
                             Bucket=self._bucket,
                             Key=self._jpeg_key(record.id),
-                            Body=jpeg,
+                            # NOTE: a file object, which aiohttp sends without blocking the loop.
+                            Body=io.BytesIO(jpeg),
                             ContentType="image/jpeg",
                             Metadata=metadata,
                         )

@@ -126,7 +126,12 @@ class Uvicorn:
              "--port", str(self.port), "--workers", str(self.workers)],
             cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        wait_until(self._answers, what=f"uvicorn (log: {self.output()})")
+        try:
+            wait_until(self._answers, what="uvicorn")
+        except BaseException:
+            print(self.output())
+            self.stop()
+            raise
         return self
 
     def _answers(self) -> bool:
@@ -139,6 +144,7 @@ class Uvicorn:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(15)
+        self.log.close()
 
     def output(self) -> str:
         self.log.seek(0)

@@ -1,0 +1,75 @@
+"""The cache stores' own logic: generations, late stores, the byte budget, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.cache import Cache, MemoryCache, RedisCache
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def cache(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cache]:
+    store: RedisCache | MemoryCache
+    if request.param == "redis":
+        store = RedisCache(request.getfixturevalue("redis_url"), ttl=60)
+    else:
+        store = MemoryCache(1024 * 1024, ttl=60, generations=tmp_path / "generations")
+    async with store:
+        yield store
+
+
+async def test_values_round_trip(cache: Cache) -> None:
+    value = [200, {"content-type": "image/jpeg"}, b"\xff\xd8 bytes"]
+    missing, generation = await cache.get("image:1", "/thumbnails/1/64x64.jpeg?")
+    assert missing is None
+    await cache.set("image:1", "/thumbnails/1/64x64.jpeg?", generation, value)
+    assert (await cache.get("image:1", "/thumbnails/1/64x64.jpeg?"))[0] == value
+    assert (await cache.get("image:1", "/thumbnails/1/64x64.jpeg?a=b"))[0] is None
+
+
+async def test_invalidation_drops_every_key_of_the_namespace_only(cache: Cache) -> None:
+    for namespace, key in [("listing", "/images?"), ("listing", "/images?limit=5"), ("image:2", "/x?")]:
+        _, generation = await cache.get(namespace, key)
+        await cache.set(namespace, key, generation, b"cached")
+    await cache.invalidate("listing")
+    assert (await cache.get("listing", "/images?"))[0] is None
+    assert (await cache.get("listing", "/images?limit=5"))[0] is None
+    assert (await cache.get("image:2", "/x?"))[0] == b"cached"
+
+
+async def test_a_value_stored_after_an_invalidation_it_predates_is_never_served(cache: Cache) -> None:
+    _, generation = await cache.get("listing", "/images?")  # a slow request starts
+    await cache.invalidate("listing")  # an upload lands meanwhile
+    await cache.set("listing", "/images?", generation, b"stale listing")  # the slow one stores
+    assert (await cache.get("listing", "/images?"))[0] is None
+
+
+async def test_memory_cache_evicts_the_least_recently_used_past_its_budget(tmp_path: Path) -> None:
+    async with MemoryCache(40_000, ttl=60, generations=tmp_path) as cache:
+        for name in "abcd":
+            _, generation = await cache.get("ns", name)
+            await cache.set("ns", name, generation, b"x" * 9_000)
+        await cache.get("ns", "a")  # a is now the most recently used
+        _, generation = await cache.get("ns", "e")
+        await cache.set("ns", "e", generation, b"x" * 9_000)
+        present = [name for name in "abcde" if (await cache.get("ns", name))[0] is not None]
+        assert present == ["a", "c", "d", "e"]
+
+        _, generation = await cache.get("ns", "huge")
+        await cache.set("ns", "huge", generation, b"x" * 20_000)  # over a quarter of the budget
+        assert (await cache.get("ns", "huge"))[0] is None
+        assert (await cache.get("ns", "e"))[0] is not None
+
+
+async def test_entries_expire(tmp_path: Path, redis_url: str) -> None:
+    for store in (MemoryCache(10_000, ttl=1, generations=tmp_path), RedisCache(redis_url, ttl=1)):
+        async with store as cache:
+            _, generation = await cache.get("ns", "key")
+            await cache.set("ns", "key", generation, b"value")
+            assert (await cache.get("ns", "key"))[0] == b"value"
+            await asyncio.sleep(1.1)
+            assert (await cache.get("ns", "key"))[0] is None

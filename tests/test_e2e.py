@@ -1,0 +1,147 @@
+"""End to end: real uvicorn processes, configured by environment variables only."""
+
+from __future__ import annotations
+
+import select
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from . import samples
+from .servers import REPO, MotoS3, Uvicorn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def serve() -> Iterator:  # type: ignore[type-arg]
+    started: list[Uvicorn] = []
+
+    def start(env: dict[str, str], workers: int = 1) -> Uvicorn:
+        server = Uvicorn(env, workers).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_tutorial_flow_over_http_with_s3_and_redis(serve, moto: MotoS3, bucket: str, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve(
+        {
+            "ASGILOOK_S3_BUCKET": bucket,
+            "ASGILOOK_S3_ENDPOINT_URL": moto.url,
+            "ASGILOOK_REDIS_URL": redis_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    )
+    with httpx.Client(base_url=server.url) as http:
+        assert http.get("/images").json() == []
+        created = http.post(
+            "/images", content=samples.png_with_alpha((462, 462)), headers={"Content-Type": "image/png"}
+        )
+        assert created.status_code == 201
+        image = created.json()
+        assert created.headers["Location"] == image["image"]
+        assert image["size"] == [462, 462]
+        assert http.get("/images").json() == [image]
+
+        full = http.get(image["image"])
+        assert full.status_code == 200
+        assert full.headers["Content-Type"] == "image/jpeg"
+        assert int(full.headers["Content-Length"]) == len(full.content) > 1000
+
+        thumbnail = image["thumbnails"][1]
+        miss, hit = http.get(thumbnail), http.get(thumbnail)
+        assert (miss.headers["X-ASGILook-Cache"], hit.headers["X-ASGILook-Cache"]) == ("Miss", "Hit")
+        assert hit.content == miss.content
+
+        assert http.delete(image["image"]).status_code == 204
+        assert http.get(thumbnail).status_code == 404
+        assert http.get("/images").json() == []
+        assert http.put("/images").status_code == 405
+
+
+def test_chunked_upload_over_the_limit_is_refused_while_it_streams(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    limit = 1024 * 1024
+    server = serve(
+        {"ASGILOOK_STORAGE_PATH": str(tmp_path / "data"), "ASGILOOK_MAX_UPLOAD_BYTES": str(limit)}
+    )
+    chunk, planned = b"\xff" * 65536, 400  # 25 MiB, chunked: no Content-Length
+    with socket.create_connection(("127.0.0.1", server.port)) as connection:
+        connection.sendall(
+            b"POST /images HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        sent = 0
+        while sent < planned and not select.select([connection], [], [], 0)[0]:
+            connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += 1
+        response = connection.recv(65536).decode()
+    assert response.startswith("HTTP/1.1 413 ")
+    assert "application/json" in response
+    # Answered long before the body ended (loopback socket buffers hold a few MiB of it).
+    assert sent < planned / 2
+
+
+def test_memory_per_upload_stays_bounded(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve(
+        {
+            "ASGILOOK_STORAGE_PATH": str(tmp_path / "data"),
+            "ASGILOOK_MAX_UPLOAD_BYTES": str(300 * 1024 * 1024),
+        }
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        assert http.post("/images", content=samples.jpeg((256, 256))).status_code == 201
+        before = server.peak_rss_bytes()
+        upload_size = 160 * 1024 * 1024
+
+        def body() -> Iterator[bytes]:
+            block = b"not an image " * 5041  # ~64 KiB
+            for _ in range(upload_size // len(block)):
+                yield block
+
+        assert http.post("/images", content=body()).status_code == 415
+        growth = server.peak_rss_bytes() - before
+    assert growth < 32 * 1024 * 1024, f"peak RSS grew by {growth / 2**20:.0f} MiB"
+
+
+def test_invalid_settings_stop_startup_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "service.asgi:app", "--port", "0"],
+        cwd=REPO,
+        env={"ASGILOOK_CACHE_TTL": "an hour", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "ASGILOOK" in line]
+    assert len(lines) == 1
+    assert "ASGILOOK_CACHE_TTL" in lines[0] and "'an hour'" in lines[0]
+
+
+def test_embedded_workers_see_each_others_writes(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ASGILOOK_STORAGE_PATH": str(tmp_path / "data")}, workers=2)
+
+    def listed_ids() -> set[tuple[str, ...]]:
+        # New connections spread over both workers; every answer must be the same.
+        answers = set()
+        for _ in range(24):
+            with httpx.Client(base_url=server.url) as http:
+                answers.add(tuple(entry["id"] for entry in http.get("/images").json()))
+        return answers
+
+    assert listed_ids() == {()}  # both workers now hold the empty listing in cache
+    with httpx.Client(base_url=server.url) as http:
+        image = http.post("/images", content=samples.jpeg((256, 256))).json()
+    assert listed_ids() == {(image["id"],)}
+    with httpx.Client(base_url=server.url) as http:
+        assert http.delete(image["image"]).status_code == 204
+    assert listed_ids() == {()}

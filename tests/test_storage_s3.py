@@ -1,0 +1,108 @@
+"""What lands in the bucket: originals kept, nothing left behind by rejected or failed uploads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import falcon.testing
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+
+from . import samples
+from .servers import MotoS3
+
+
+@pytest.fixture
+def s3_settings(moto: MotoS3, bucket: str, redis_url: str, tmp_path) -> Settings:  # type: ignore[no-untyped-def]
+    return Settings(
+        _env_file=None,
+        s3_bucket=bucket,
+        s3_endpoint_url=moto.url,
+        s3_prefix="team/photos",
+        redis_url=redis_url,
+        storage_path=tmp_path / "data",
+        max_upload_bytes=20 * 1024 * 1024,
+    )
+
+
+@pytest.fixture
+async def s3_client(s3_settings: Settings) -> AsyncIterator[falcon.testing.ASGIConductor]:
+    async with falcon.testing.ASGIConductor(create_app(s3_settings)) as conductor:
+        yield conductor
+
+
+def bucket_keys(moto: MotoS3, bucket: str) -> list[str]:
+    listing = moto.client().list_objects_v2(Bucket=bucket)
+    return sorted(entry["Key"] for entry in listing.get("Contents", []))
+
+
+def unfinished_uploads(moto: MotoS3, bucket: str) -> list[dict]:
+    return moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+async def test_original_and_jpeg_are_stored_under_the_prefix(
+    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    upload = samples.png_with_alpha((300, 200))
+    created = (await s3_client.simulate_post("/images", body=upload)).json
+    image_id = created["id"]
+    assert bucket_keys(moto, bucket) == [
+        f"team/photos/images/{image_id}.jpeg",
+        f"team/photos/index/{image_id}/300x200/{_epoch(created['modified'])}",
+        f"team/photos/originals/{image_id}",
+    ]
+    original = moto.client().get_object(Bucket=bucket, Key=f"team/photos/originals/{image_id}")
+    assert original["Body"].read() == upload
+    assert original["ContentType"] == "image/png"
+
+    await s3_client.simulate_delete(created["image"])
+    assert bucket_keys(moto, bucket) == []
+
+
+async def test_rejected_uploads_leave_nothing(
+    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    for body in [
+        b"",
+        samples.garbage(),
+        samples.truncated(samples.jpeg((1000, 800))),
+        samples.png_bomb(10_000, 6_000),
+        b"\xff" * (20 * 1024 * 1024 + 1),
+    ]:
+        result = await s3_client.simulate_post("/images", body=body)
+        assert 400 <= result.status_code < 500
+    assert bucket_keys(moto, bucket) == []
+    assert unfinished_uploads(moto, bucket) == []
+
+
+async def test_an_interrupted_multipart_upload_is_aborted(
+    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    large = samples.jpeg((4000, 3000), quality=97)
+    assert len(large) > 8 * 1024 * 1024  # over the multipart threshold
+    upload = asyncio.create_task(s3_client.simulate_post("/images", body=large))
+    while not unfinished_uploads(moto, bucket):
+        assert not upload.done(), upload.result()
+        await asyncio.sleep(0.005)
+    upload.cancel()  # e.g. the server shutting down mid-upload
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert unfinished_uploads(moto, bucket) == []
+    assert bucket_keys(moto, bucket) == []
+
+
+async def test_a_large_upload_goes_up_in_parts(
+    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    large = samples.jpeg((4000, 3000), quality=97)
+    created = (await s3_client.simulate_post("/images", body=large)).json
+    original = moto.client().get_object(Bucket=bucket, Key=f"team/photos/originals/{created['id']}")
+    assert original["Body"].read() == large
+    assert "-" in original["ETag"]  # a multipart ETag
+
+
+def _epoch(http_date: str) -> int:
+    return int(falcon.http_date_to_dt(http_date).timestamp())
