@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import falcon.asgi
@@ -24,7 +25,7 @@ def create_app(
     *,
     new_id: Callable[[], UUID] = uuid6.uuid7,
     clock: Callable[[], datetime] = utc_now,
-) -> falcon.asgi.App:
+) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     """Build the ASGI app; clients open on lifespan startup and close on shutdown."""
     storage: Storage
     if settings.s3_bucket:
@@ -44,7 +45,9 @@ def create_app(
         cache = RedisCache(settings.redis_url, settings.cache_ttl)
     else:
         cache = MemoryCache(
-            settings.cache_max_bytes, settings.cache_ttl, settings.storage_path / "cache-generations"
+            settings.cache_max_bytes,
+            settings.cache_ttl,
+            settings.storage_path / "cache-generations",
         )
 
     workers = ImageWorkers(settings.image_threads)
@@ -58,7 +61,8 @@ def create_app(
         clock=clock,
     )
 
-    app = falcon.asgi.App(middleware=[Lifespan(storage, cache, workers), ResponseCache(cache)])
+    middleware: list[Any] = [Lifespan(storage, cache, workers), ResponseCache(cache)]
+    app = falcon.asgi.App(middleware=middleware)
     app.add_route("/images", ImageList(images))
     app.add_route("/images/{image_id:uuid}.jpeg", Image(images))
     app.add_route("/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg", Thumbnail(images))

@@ -95,7 +95,9 @@ class RedisCache:
     async def set(self, namespace: str, key: str, generation: str, value: Any) -> None:
         if generation:
             packed = msgpack.packb([generation, value], use_bin_type=True)
-            await self._call(self._client.set, self._entry_key(namespace, key), packed, ex=self._ttl)
+            await self._call(
+                self._client.set, self._entry_key(namespace, key), packed, ex=self._ttl
+            )
 
     async def invalidate(self, *namespaces: str) -> None:
         self._unsent_invalidations.update(namespaces)

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -44,8 +44,11 @@ class StoredImage:
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.chunks
+    def __aiter__(self) -> StoredImage:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self.chunks)
 
     async def read_all(self) -> bytes:
         """Read the whole JPEG, for rendering; full-image GETs stream instead."""
@@ -55,7 +58,9 @@ class StoredImage:
 class Storage(Protocol):
     """Where images and their records live: an S3 bucket or the embedded local store."""
 
-    async def save(self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes) -> None:
+    async def save(
+        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
+    ) -> None:
         """Store the original upload, its JPEG and its record, or nothing at all."""
 
     async def open(self, image_id: UUID) -> StoredImage:
@@ -64,7 +69,7 @@ class Storage(Protocol):
     async def delete(self, image_id: UUID) -> None:
         """Delete an image and everything stored for it; raises ImageNotFound."""
 
-    async def list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
+    async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         """Up to `limit` records in upload order, starting after the id `after`."""
 
 
@@ -99,7 +104,7 @@ def decode_cursor(cursor: str) -> UUID:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ImageWorkers:
@@ -143,9 +148,12 @@ class ImageService:
         self._workers = workers
         self._max_upload_bytes = max_upload_bytes
         self._max_image_pixels = max_image_pixels
-        self.min_thumb_size = min_thumb_size
+        self._min_thumb_size = min_thumb_size
         self._new_id = new_id
         self._clock = clock
+
+    def thumbnail_sizes(self, record: ImageRecord) -> list[Size]:
+        return thumbnail_sizes(record.size, self._min_thumb_size)
 
     async def upload(self, body: AsyncIterable[bytes], declared_length: int | None) -> ImageRecord:
         """Check, convert and store an upload streamed from the client."""
@@ -165,10 +173,10 @@ class ImageService:
             await self._storage.save(record, spool, normalised.original_type, normalised.jpeg)
         return record
 
-    async def list(self, cursor: str | None, limit: int) -> Page:
+    async def page(self, cursor: str | None, limit: int) -> Page:
         """One page of images, oldest first."""
         after = decode_cursor(cursor) if cursor is not None else None
-        records = await self._storage.list(after, limit + 1)
+        records = await self._storage.page(after, limit + 1)
         if len(records) <= limit:
             return Page(records, None)
         return Page(records[:limit], encode_cursor(records[limit - 1].id))
@@ -181,7 +189,7 @@ class ImageService:
         """Render one of the image's allowed thumbnail sizes."""
         stored = await self._storage.open(image_id)
         try:
-            if size not in thumbnail_sizes(stored.record.size, self.min_thumb_size):
+            if size not in self.thumbnail_sizes(stored.record):
                 raise ImageNotFound(f"{size[0]}x{size[1]} is not a thumbnail size of this image")
             jpeg = await stored.read_all()
         finally:

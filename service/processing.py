@@ -6,15 +6,17 @@ import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
-
 # NOTE: importing the plugins registers them; Image.open(formats=...) needs them registered.
 from PIL import (  # noqa: F401
     BmpImagePlugin,
     GifImagePlugin,
+    Image,
+    ImageCms,
+    ImageOps,
     JpegImagePlugin,
     PngImagePlugin,
     TiffImagePlugin,
+    UnidentifiedImageError,
     WebPImagePlugin,
 )
 
@@ -88,7 +90,7 @@ def _to_srgb(image: Image.Image) -> Image.Image:
         try:
             source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
             converted = ImageCms.profileToProfile(image, source_profile, _SRGB, outputMode="RGB")
-        except ImageCms.PyCMSError:
+        except (ImageCms.PyCMSError, OSError):
             converted = None  # an unusable profile: keep the pixels as they are
         if converted is not None:
             return converted

@@ -9,7 +9,7 @@ import falcon
 from falcon.asgi import Request, Response
 
 from . import errors
-from .images import ImageRecord, ImageService, thumbnail_sizes
+from .images import ImageRecord, ImageService
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -43,7 +43,7 @@ class ImageList:
         limit = req.get_param_as_int(
             "limit", min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE
         )
-        page = await self._images.list(req.get_param("cursor"), limit)
+        page = await self._images.page(req.get_param("cursor"), limit)
         resp.media = [self._describe(record) for record in page.records]
         if page.next_cursor:
             resp.append_link(f"/images?limit={limit}&cursor={page.next_cursor}", "next")
@@ -62,7 +62,7 @@ class ImageList:
             "size": list(record.size),
             "thumbnails": [
                 f"/thumbnails/{record.id}/{width}x{height}.jpeg"
-                for width, height in thumbnail_sizes(record.size, self._images.min_thumb_size)
+                for width, height in self._images.thumbnail_sizes(record)
             ],
         }
 

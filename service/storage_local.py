@@ -10,7 +10,7 @@ import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
@@ -71,7 +71,7 @@ class LocalStorage:
     async def delete(self, image_id: UUID) -> None:
         await self._run(self._delete, image_id)
 
-    async def list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
+    async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         return await self._run(self._list, after, limit)
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
@@ -155,6 +155,4 @@ class LocalStorage:
 
 
 def _record(image_id: str, width: int, height: int, modified: int) -> ImageRecord:
-    return ImageRecord(
-        UUID(image_id), (width, height), datetime.fromtimestamp(modified, timezone.utc)
-    )
+    return ImageRecord(UUID(image_id), (width, height), datetime.fromtimestamp(modified, UTC))

@@ -15,7 +15,7 @@ import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 from uuid import UUID
 
@@ -44,7 +44,7 @@ def _s3_errors(action: str) -> Iterator[None]:
             raise ImageNotFound("no image with this id") from None
         log.warning("S3 %s failed: %s", action, error)
         raise StorageUnavailable(f"the image store failed ({code})") from error
-    except (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+    except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
         log.warning("S3 %s failed: %s", action, error)
         raise StorageUnavailable("the image store cannot be reached") from error
 
@@ -175,7 +175,7 @@ class S3Storage:
             await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))
             await self._delete_objects([self._jpeg_key(image_id), self._original_key(image_id)])
 
-    async def list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
+    async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         index_prefix = f"{self._prefix}index/"
         request = {"Bucket": self._bucket, "Prefix": index_prefix, "MaxKeys": limit}
         if after is not None:
@@ -203,10 +203,9 @@ class S3Storage:
             request: dict[str, Any] = {"Bucket": self._bucket}
             if self._region != "us-east-1":
                 request["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
-            try:
+            # NOTE: another replica may have created it a moment ago.
+            with contextlib.suppress(self._client.exceptions.BucketAlreadyOwnedByYou):
                 await self._client.create_bucket(**request)
-            except self._client.exceptions.BucketAlreadyOwnedByYou:
-                pass  # another replica created it a moment ago
             log.info("created bucket %s", self._bucket)
 
     async def _remove(self, record: ImageRecord) -> None:
@@ -252,7 +251,7 @@ def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageReco
     return ImageRecord(
         image_id,
         (int(metadata["width"]), int(metadata["height"])),
-        datetime.fromtimestamp(int(metadata["modified"]), timezone.utc),
+        datetime.fromtimestamp(int(metadata["modified"]), UTC),
     )
 
 
@@ -260,5 +259,5 @@ def _record_from_index_key(name: str) -> ImageRecord:
     image_id, size, epoch = name.split("/")
     width, height = size.split("x")
     return ImageRecord(
-        UUID(image_id), (int(width), int(height)), datetime.fromtimestamp(int(epoch), timezone.utc)
+        UUID(image_id), (int(width), int(height)), datetime.fromtimestamp(int(epoch), UTC)
     )

@@ -20,7 +20,7 @@ def png_with_alpha(size: tuple[int, int] = (462, 462)) -> bytes:
 
 
 def jpeg_with_exif(size: tuple[int, int] = (640, 480)) -> bytes:
-    """A phone photo: stored sideways with orientation 6 (rotate 90 clockwise) and a GPS position."""
+    """A phone photo: stored sideways, orientation 6 (turn 90 clockwise), with a GPS position."""
     image = Image.new("RGB", size, "blue")
     image.paste((255, 255, 0), (0, 0, size[0] // 4, size[1]))  # a yellow left edge
     exif = image.getexif()

@@ -82,8 +82,17 @@ class RedisServer:
     def start(self) -> RedisServer:
         if self.real:
             self._process = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no"],
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
                 stdout=subprocess.DEVNULL,
             )
         else:
@@ -112,19 +121,34 @@ class Uvicorn:
         self.env = env
         self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Uvicorn:
-        environment = {key: value for key, value in os.environ.items() if not key.startswith("ASGILOOK_")}
+        environment = {
+            key: value for key, value in os.environ.items() if not key.startswith("ASGILOOK_")
+        }
         environment.update(self.env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(self.workers)],
-            cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.asgi:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=REPO,
+            env=environment,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_until(self._answers, what="uvicorn")

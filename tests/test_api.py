@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import falcon
 import pytest
@@ -46,7 +46,7 @@ async def test_tutorial_flow(client: ASGIConductor) -> None:
     assert result.headers["Location"] == f"/images/{FIRST_ID}.jpeg"
     created = result.json
     modified = falcon.http_date_to_dt(created.pop("modified"))
-    assert abs(modified - datetime.now(timezone.utc)) < timedelta(seconds=5)
+    assert abs(modified - datetime.now(UTC)) < timedelta(seconds=5)
     assert created == {
         "id": FIRST_ID,
         "image": f"/images/{FIRST_ID}.jpeg",
@@ -65,7 +65,7 @@ async def test_tutorial_flow(client: ASGIConductor) -> None:
     assert result.headers["Content-Type"] == "image/jpeg"
     assert decode(result.content).size == (462, 462)
 
-    for path, size in zip(created["thumbnails"], [(231, 231), (115, 115)]):
+    for path, size in zip(created["thumbnails"], [(231, 231), (115, 115)], strict=True):
         miss = await client.simulate_get(path)
         assert miss.status_code == 200
         assert miss.headers["X-ASGILook-Cache"] == "Miss"
@@ -259,9 +259,7 @@ async def test_cpu_work_leaves_the_event_loop_free(
     client: ASGIConductor, photo_12mp: bytes
 ) -> None:
     created = await upload(client, photo_12mp)
-    renders = [
-        asyncio.create_task(client.simulate_get(path)) for path in created["thumbnails"][:4]
-    ]
+    renders = [asyncio.create_task(client.simulate_get(path)) for path in created["thumbnails"][:4]]
     await asyncio.sleep(0.01)  # the renders are under way
     listing = await client.simulate_get("/images")
     assert listing.status_code == 200

@@ -32,7 +32,11 @@ async def test_values_round_trip(cache: Cache) -> None:
 
 
 async def test_invalidation_drops_every_key_of_the_namespace_only(cache: Cache) -> None:
-    for namespace, key in [("listing", "/images?"), ("listing", "/images?limit=5"), ("image:2", "/x?")]:
+    for namespace, key in [
+        ("listing", "/images?"),
+        ("listing", "/images?limit=5"),
+        ("image:2", "/x?"),
+    ]:
         _, generation = await cache.get(namespace, key)
         await cache.set(namespace, key, generation, b"cached")
     await cache.invalidate("listing")
@@ -41,7 +45,9 @@ async def test_invalidation_drops_every_key_of_the_namespace_only(cache: Cache) 
     assert (await cache.get("image:2", "/x?"))[0] == b"cached"
 
 
-async def test_a_value_stored_after_an_invalidation_it_predates_is_never_served(cache: Cache) -> None:
+async def test_a_value_stored_after_an_invalidation_it_predates_is_never_served(
+    cache: Cache,
+) -> None:
     _, generation = await cache.get("listing", "/images?")  # a slow request starts
     await cache.invalidate("listing")  # an upload lands meanwhile
     await cache.set("listing", "/images?", generation, b"stale listing")  # the slow one stores

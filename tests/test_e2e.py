@@ -31,7 +31,9 @@ def serve() -> Iterator:  # type: ignore[type-arg]
         server.stop()
 
 
-def test_tutorial_flow_over_http_with_s3_and_redis(serve, moto: MotoS3, bucket: str, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_tutorial_flow_over_http_with_s3_and_redis(
+    serve, moto: MotoS3, bucket: str, redis_url: str
+) -> None:  # type: ignore[no-untyped-def]
     server = serve(
         {
             "ASGILOOK_S3_BUCKET": bucket,
@@ -44,7 +46,9 @@ def test_tutorial_flow_over_http_with_s3_and_redis(serve, moto: MotoS3, bucket: 
     with httpx.Client(base_url=server.url) as http:
         assert http.get("/images").json() == []
         created = http.post(
-            "/images", content=samples.png_with_alpha((462, 462)), headers={"Content-Type": "image/png"}
+            "/images",
+            content=samples.png_with_alpha((462, 462)),
+            headers={"Content-Type": "image/png"},
         )
         assert created.status_code == 201
         image = created.json()
@@ -59,7 +63,10 @@ def test_tutorial_flow_over_http_with_s3_and_redis(serve, moto: MotoS3, bucket: 
 
         thumbnail = image["thumbnails"][1]
         miss, hit = http.get(thumbnail), http.get(thumbnail)
-        assert (miss.headers["X-ASGILook-Cache"], hit.headers["X-ASGILook-Cache"]) == ("Miss", "Hit")
+        assert (miss.headers["X-ASGILook-Cache"], hit.headers["X-ASGILook-Cache"]) == (
+            "Miss",
+            "Hit",
+        )
         assert hit.content == miss.content
 
         assert http.delete(image["image"]).status_code == 204

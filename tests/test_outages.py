@@ -68,7 +68,9 @@ async def test_s3_down_is_503_with_retry_after_then_recovers(
         assert [entry["id"] for entry in (await client.simulate_get("/images?limit=7")).json] == [
             created["id"]
         ]
-        assert (await client.simulate_post("/images", body=samples.jpeg((128, 128)))).status_code == 201
+        assert (
+            await client.simulate_post("/images", body=samples.jpeg((128, 128)))
+        ).status_code == 201
         # The upload that failed while S3 was down left nothing behind.
         assert len((await client.simulate_get("/images?limit=8")).json) == 2
         keys = own_moto.client().list_objects_v2(Bucket="photos")["Contents"]

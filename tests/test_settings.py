@@ -61,13 +61,17 @@ def test_invalid_values_name_the_variable_in_one_line(
 
 
 def test_env_example_documents_every_setting() -> None:
-    documented = set(re.findall(rf"^#? ?({ENV_PREFIX}[A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
+    documented = set(
+        re.findall(rf"^#? ?({ENV_PREFIX}[A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M)
+    )
     expected = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
     assert documented == expected
     for name, field in Settings.model_fields.items():
         assert field.description, f"{name} has no description"
 
 
-def test_env_example_is_a_valid_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_env_example_is_a_valid_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     (tmp_path / ".env").write_text((REPO / ".env.example").read_text())
     assert load_settings() == Settings(_env_file=None)

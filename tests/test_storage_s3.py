@@ -106,3 +106,26 @@ async def test_a_large_upload_goes_up_in_parts(
 
 def _epoch(http_date: str) -> int:
     return int(falcon.http_date_to_dt(http_date).timestamp())
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-3"])
+async def test_the_bucket_is_created_on_startup_when_asked(
+    moto: MotoS3,
+    tmp_path,
+    region: str,  # type: ignore[no-untyped-def]
+) -> None:
+    name = f"created-{region}-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    settings = Settings(
+        _env_file=None,
+        s3_bucket=name,
+        s3_endpoint_url=moto.url,
+        s3_region=region,
+        s3_create_bucket=True,
+        storage_path=tmp_path,
+    )
+    for _ in range(2):  # the second start finds the bucket there
+        async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+            assert (
+                await client.simulate_post("/images", body=samples.jpeg((64, 64)))
+            ).status_code == 201
+    assert len((moto.client().list_objects_v2(Bucket=name))["Contents"]) == 2 * 3
