@@ -13,8 +13,17 @@ import uuid6
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
 from .images import ImageService, ImageWorkers, Storage, utc_now
-from .middleware import Lifespan, ResponseCache
-from .resources import Image, ImageList, Thumbnail, service_error
+from .metrics import Metrics
+from .middleware import Lifespan, RequestTelemetry, ResponseCache
+from .resources import (
+    Image,
+    ImageList,
+    Liveness,
+    MetricsEndpoint,
+    Readiness,
+    Thumbnail,
+    service_error,
+)
 from .settings import Settings
 from .storage_local import LocalStorage
 from .storage_s3 import S3Storage
@@ -27,6 +36,7 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
 ) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     """Build the ASGI app; clients open on lifespan startup and close on shutdown."""
+    metrics = Metrics()
     storage: Storage
     if settings.s3_bucket:
         storage = S3Storage(
@@ -36,13 +46,14 @@ def create_app(
             endpoint_url=settings.s3_endpoint_url,
             create_bucket=settings.s3_create_bucket,
             max_attempts=settings.s3_max_attempts,
+            metrics=metrics,
         )
     else:
         storage = LocalStorage(settings.storage_path)
 
     cache: Cache
     if settings.redis_url:
-        cache = RedisCache(settings.redis_url, settings.cache_ttl)
+        cache = RedisCache(settings.redis_url, settings.cache_ttl, metrics)
     else:
         cache = MemoryCache(
             settings.cache_max_bytes,
@@ -50,10 +61,11 @@ def create_app(
             settings.storage_path / "cache-generations",
         )
 
-    workers = ImageWorkers(settings.image_threads)
+    workers = ImageWorkers(settings.image_threads, metrics)
     images = ImageService(
         storage,
         workers,
+        metrics=metrics,
         max_upload_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,
         min_thumb_size=settings.min_thumb_size,
@@ -61,10 +73,17 @@ def create_app(
         clock=clock,
     )
 
-    middleware: list[Any] = [Lifespan(storage, cache, workers), ResponseCache(cache)]
+    middleware: list[Any] = [
+        RequestTelemetry(metrics),
+        Lifespan(storage, cache, workers),
+        ResponseCache(cache, metrics),
+    ]
     app = falcon.asgi.App(middleware=middleware)
     app.add_route("/images", ImageList(images))
     app.add_route("/images/{image_id:uuid}.jpeg", Image(images))
     app.add_route("/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg", Thumbnail(images))
+    app.add_route("/healthz", Liveness())
+    app.add_route("/readyz", Readiness(storage, cache))
+    app.add_route("/metrics", MetricsEndpoint(metrics))
     app.add_error_handler(ServiceError, service_error)
     return app

@@ -21,6 +21,8 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 # NOTE: while Redis is down, each worker asks again at most this often.
@@ -28,6 +30,9 @@ REDIS_RETRY_SECONDS = 1.0
 
 
 class Cache(Protocol):
+    async def check(self) -> None:
+        """Raise unless the cache answers."""
+
     async def get(self, namespace: str, key: str) -> tuple[Any | None, str]:
         """The cached value (or None) and the generation to store a fresh value under."""
 
@@ -52,8 +57,9 @@ def _unpack(packed: bytes | None, generation: str) -> Any | None:
 class RedisCache:
     """Entries and generations in Redis, one round trip per lookup. Never raises."""
 
-    def __init__(self, url: str, ttl: int, prefix: str = "asgilook:") -> None:
+    def __init__(self, url: str, ttl: int, metrics: Metrics, prefix: str = "asgilook:") -> None:
         self._url = url
+        self._metrics = metrics
         self._ttl = ttl
         self._prefix = prefix
         self._redis: redis.Redis | None = None
@@ -74,6 +80,9 @@ class RedisCache:
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._redis is not None
         await self._redis.aclose()
+
+    async def check(self) -> None:
+        await self._client.ping()
 
     async def get(self, namespace: str, key: str) -> tuple[Any | None, str]:
         if self._unsent_invalidations and not await self._send_invalidations():
@@ -125,6 +134,7 @@ class RedisCache:
         try:
             result = await command(*args, **kwargs)
         except (redis.RedisError, OSError) as error:
+            self._metrics.cache_errors.inc()
             if not self._retry_at:
                 log.warning("Redis cache unavailable, serving without it: %s", error)
             self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
@@ -162,6 +172,9 @@ class MemoryCache:
     async def __aexit__(self, *exc_info: object) -> None:
         self._entries.clear()
         self._bytes = 0
+
+    async def check(self) -> None:
+        """Always there: it lives in this process."""
 
     async def get(self, namespace: str, key: str) -> tuple[Any | None, str]:
         generation = self._generation(namespace)

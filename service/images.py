@@ -18,6 +18,7 @@ import uuid6
 
 from . import processing
 from .errors import EmptyUpload, ImageNotFound, InvalidCursor, UploadTooLarge
+from .metrics import Metrics
 
 Size = tuple[int, int]
 T = TypeVar("T")
@@ -57,6 +58,9 @@ class StoredImage:
 
 class Storage(Protocol):
     """Where images and their records live: an S3 bucket or the embedded local store."""
+
+    async def check(self) -> None:
+        """Raise StorageUnavailable unless the store answers."""
 
     async def save(
         self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
@@ -113,8 +117,9 @@ class ImageWorkers:
     Pillow releases the GIL while it decodes, resizes and encodes, so threads scale across cores.
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, metrics: Metrics) -> None:
         self._threads = threads or os.cpu_count() or 1
+        self._metrics = metrics
         self._executor: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> ImageWorkers:
@@ -127,7 +132,9 @@ class ImageWorkers:
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         assert self._executor is not None, "ImageWorkers used outside the app's lifespan"
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        loop = asyncio.get_running_loop()
+        with self._metrics.timed(self._metrics.render_seconds, function.__name__):
+            return await loop.run_in_executor(self._executor, function, *args)
 
 
 class ImageService:
@@ -138,6 +145,7 @@ class ImageService:
         storage: Storage,
         workers: ImageWorkers,
         *,
+        metrics: Metrics,
         max_upload_bytes: int,
         max_image_pixels: int,
         min_thumb_size: int,
@@ -146,6 +154,7 @@ class ImageService:
     ) -> None:
         self._storage = storage
         self._workers = workers
+        self._metrics = metrics
         self._max_upload_bytes = max_upload_bytes
         self._max_image_pixels = max_image_pixels
         self._min_thumb_size = min_thumb_size
@@ -160,7 +169,9 @@ class ImageService:
         if declared_length is not None and declared_length > self._max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
         with tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool:
-            if await self._spool(body, spool) == 0:
+            received = await self._spool(body, spool)
+            self._metrics.upload_bytes.observe(received)
+            if received == 0:
                 raise EmptyUpload("the request body is empty; send the image bytes")
             spool.seek(0)
             normalised = await self._workers.run(

@@ -1,13 +1,24 @@
-"""Falcon middleware: the response cache of the tutorial, made safe, and the app's lifespan."""
+"""Falcon middleware: request telemetry, the tutorial's response cache made safe, the lifespan."""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+import uuid
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 from falcon.asgi import Request, Response
 
 from .cache import Cache
+from .logs import request_id
+from .metrics import Metrics
+
+access_log = logging.getLogger("asgilook.access")
+REQUEST_ID_HEADER = "X-Request-ID"
+# NOTE: a client's id is echoed into headers and logs, so only a safe, short one is kept.
+_ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 CACHE_HEADER = "X-ASGILook-Cache"
 LISTING = "listing"
@@ -20,6 +31,51 @@ def _namespace(params: dict[str, Any]) -> str:
     return f"image:{image_id}" if image_id is not None else LISTING
 
 
+class RequestTelemetry:
+    """One log line and the metrics of every request, under its X-Request-ID."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def process_request(self, req: Request, resp: Response) -> None:
+        given = req.get_header(REQUEST_ID_HEADER) or ""
+        identifier = given if _ACCEPTABLE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id.set(identifier)
+        resp.set_header(REQUEST_ID_HEADER, identifier)
+        req.context.started = time.perf_counter()
+        self._metrics.in_flight.inc()
+
+    async def process_response(
+        self, req: Request, resp: Response, resource: object, req_succeeded: bool
+    ) -> None:
+        self._metrics.in_flight.dec()
+        seconds = time.perf_counter() - req.context.started
+        # NOTE: the route template, not the path, keeps label and log cardinality bounded.
+        route = req.uri_template or "unmatched"
+        status = resp.status_code
+        self._metrics.requests.labels(req.method, route, str(status)).inc()
+        self._metrics.request_seconds.labels(req.method, route).observe(seconds)
+        if resp.stream is None:
+            length: int | None = len(await resp.render_body() or b"")
+        else:
+            length = int(resp.content_length) if resp.content_length is not None else None
+        access_log.info(
+            "%s %s %s",
+            req.method,
+            req.relative_uri,
+            status,
+            extra={
+                "method": req.method,
+                "path": req.relative_uri,
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "bytes": length,
+                "cache": resp.get_header(CACHE_HEADER),
+            },
+        )
+
+
 class ResponseCache:
     """Caches 200 GET responses of resources with `cache_responses = True`.
 
@@ -27,8 +83,9 @@ class ResponseCache:
     cached (the tutorial cached them as empty).
     """
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Cache, metrics: Metrics) -> None:
         self._cache = cache
+        self._metrics = metrics
 
     async def process_resource(
         self, req: Request, resp: Response, resource: object, params: dict[str, Any]
@@ -46,9 +103,11 @@ class ResponseCache:
             resp.data = body
             resp.set_header(CACHE_HEADER, "Hit")
             resp.complete = True
+            self._metrics.cache_lookups.labels("hit").inc()
             return
         resp.context.cache_slot = (key, generation)
         resp.set_header(CACHE_HEADER, "Miss")
+        self._metrics.cache_lookups.labels("miss").inc()
 
     async def process_response(
         self, req: Request, resp: Response, resource: object, req_succeeded: bool

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Any
 from uuid import UUID
 
@@ -9,11 +11,14 @@ import falcon
 from falcon.asgi import Request, Response
 
 from . import errors
-from .images import ImageRecord, ImageService
+from .cache import Cache
+from .images import ImageRecord, ImageService, Storage
+from .metrics import CONTENT_TYPE, Metrics
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 RETRY_AFTER_SECONDS = 5
+PROBE_TIMEOUT_SECONDS = 2.0
 
 _STATUS = {
     errors.ImageNotFound: falcon.HTTP_404,
@@ -97,6 +102,51 @@ class Thumbnail:
     ) -> None:
         resp.content_type = falcon.MEDIA_JPEG
         resp.data = await self._images.thumbnail(image_id, (width, height))
+
+
+class Liveness:
+    """`/healthz`: the process is up and its event loop turns; nothing else is checked."""
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class Readiness:
+    """`/readyz`: 503 without the image store; 200 "degraded" without Redis, which is optional."""
+
+    def __init__(self, storage: Storage, cache: Cache) -> None:
+        self._storage = storage
+        self._cache = cache
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        storage, cache = await asyncio.gather(
+            _probe(self._storage.check()), _probe(self._cache.check())
+        )
+        if storage != "ok":
+            status, resp.status = "unavailable", falcon.HTTP_503
+            resp.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+        else:
+            status = "ready" if cache == "ok" else "degraded"
+        resp.media = {"status": status, "storage": storage, "cache": cache}
+
+
+async def _probe(check: Awaitable[None]) -> str:
+    try:
+        await asyncio.wait_for(check, PROBE_TIMEOUT_SECONDS)
+    except Exception as error:  # a probe reports any failure, it does not raise it
+        return f"unavailable: {error or type(error).__name__}"
+    return "ok"
+
+
+class MetricsEndpoint:
+    """`/metrics`: Prometheus text format."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        resp.content_type = CONTENT_TYPE
+        resp.data = self._metrics.exposition()
 
 
 async def service_error(req: Request, resp: Response, error: Exception, params: Any) -> None:

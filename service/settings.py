@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(32 * MiB, gt=0, description="Largest accepted upload body.")
     max_image_pixels: int = Field(
         50_000_000, gt=0, description="Largest accepted image, in pixels (width x height)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level of the log lines written."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="Log lines as JSON, as text, or auto: text in a terminal, else JSON."
     )
     image_threads: int = Field(
         0, ge=0, description="Threads rendering images; 0 = one per CPU core."

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
 
-from .errors import ImageNotFound
+from .errors import ImageNotFound, StorageUnavailable
 from .images import ImageRecord, StoredImage
 
 T = TypeVar("T")
@@ -50,6 +50,9 @@ class LocalStorage:
             await self._run(self._db.close)
         assert self._thread is not None
         self._thread.shutdown()
+
+    async def check(self) -> None:
+        await self._run(self._check)
 
     async def save(
         self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
@@ -86,6 +89,11 @@ class LocalStorage:
         # NOTE: WAL lets several uvicorn workers read while one writes.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+
+    def _check(self) -> None:
+        self._database.execute("SELECT 1 FROM images LIMIT 1").fetchall()
+        if not os.access(self._root / "images", os.W_OK):
+            raise StorageUnavailable(f"{self._root / 'images'} is not writable")
 
     def _save(self, record: ImageRecord, original: IO[bytes], jpeg: bytes) -> None:
         written = []

@@ -26,27 +26,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ImageNotFound, StorageUnavailable
 from .images import ImageRecord, StoredImage
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-
-
-@contextlib.contextmanager
-def _s3_errors(action: str) -> Iterator[None]:
-    """Turn what S3 and the network raise into domain errors."""
-    try:
-        yield
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in _NOT_FOUND_CODES:
-            raise ImageNotFound("no image with this id") from None
-        log.warning("S3 %s failed: %s", action, error)
-        raise StorageUnavailable(f"the image store failed ({code})") from error
-    except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
-        log.warning("S3 %s failed: %s", action, error)
-        raise StorageUnavailable("the image store cannot be reached") from error
 
 
 @contextlib.contextmanager
@@ -70,6 +55,7 @@ class S3Storage:
         endpoint_url: str | None = None,
         create_bucket: bool = False,
         max_attempts: int = 3,
+        metrics: Metrics,
     ) -> None:
         self._bucket = bucket
         self._prefix = prefix
@@ -77,6 +63,7 @@ class S3Storage:
         self._endpoint_url = endpoint_url
         self._create_bucket = create_bucket
         self._max_attempts = max_attempts
+        self._metrics = metrics
         self._stack = AsyncExitStack()
         self._client: Any = None
 
@@ -109,6 +96,30 @@ class S3Storage:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
+    @contextlib.contextmanager
+    def _call(self, operation: str) -> Iterator[None]:
+        """Time an S3 call, and turn what S3 and the network raise into domain errors."""
+        try:
+            with self._metrics.timed(self._metrics.s3_seconds, operation):
+                yield
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in _NOT_FOUND_CODES:
+                raise ImageNotFound("no image with this id") from None
+            self._failed(operation, error)
+            raise StorageUnavailable(f"the image store failed ({code})") from error
+        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
+            self._failed(operation, error)
+            raise StorageUnavailable("the image store cannot be reached") from error
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        self._metrics.s3_errors.labels(operation).inc()
+        log.warning("S3 %s failed: %s", operation, error)
+
+    async def check(self) -> None:
+        with self._call("head_bucket"):
+            await self._client.head_bucket(Bucket=self._bucket)
+
     async def save(
         self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
     ) -> None:
@@ -118,7 +129,7 @@ class S3Storage:
             "modified": str(int(record.modified.timestamp())),
         }
         try:
-            with _s3_errors("upload"), _first_error():
+            with self._call("upload"), _first_error():
                 async with asyncio.TaskGroup() as uploads:
                     uploads.create_task(
                         self._client.upload_fileobj(
@@ -147,14 +158,14 @@ class S3Storage:
             raise
 
     async def open(self, image_id: UUID) -> StoredImage:
-        with _s3_errors("get"):
+        with self._call("get_object"):
             response = await self._client.get_object(
                 Bucket=self._bucket, Key=self._jpeg_key(image_id)
             )
         body = response["Body"]
 
         async def chunks() -> AsyncIterator[bytes]:
-            with _s3_errors("read"):
+            with self._call("read_body"):
                 async for chunk in body.iter_chunks(READ_CHUNK_BYTES):
                     yield chunk
 
@@ -165,12 +176,12 @@ class S3Storage:
         return StoredImage(record, response["ContentLength"], chunks(), close)
 
     async def delete(self, image_id: UUID) -> None:
-        with _s3_errors("head"):
+        with self._call("head_object"):
             response = await self._client.head_object(
                 Bucket=self._bucket, Key=self._jpeg_key(image_id)
             )
         record = _record_from_metadata(image_id, response["Metadata"])
-        with _s3_errors("delete"):
+        with self._call("delete"):
             # NOTE: unlist first, so a half-finished delete never shows a broken image.
             await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))
             await self._delete_objects([self._jpeg_key(image_id), self._original_key(image_id)])
@@ -182,7 +193,7 @@ class S3Storage:
             # NOTE: "~" sorts after every character of "{w}x{h}/{epoch}", so the page starts
             #   at the next id.
             request["StartAfter"] = f"{index_prefix}{after}/~"
-        with _s3_errors("list"):
+        with self._call("list_objects"):
             response = await self._client.list_objects_v2(**request)
         records = []
         for entry in response.get("Contents", []):
@@ -193,7 +204,7 @@ class S3Storage:
         return records
 
     async def _ensure_bucket(self) -> None:
-        with _s3_errors("create bucket"):
+        with self._call("create_bucket"):
             try:
                 await self._client.head_bucket(Bucket=self._bucket)
                 return
@@ -213,7 +224,7 @@ class S3Storage:
         original_key = self._original_key(record.id)
         keys = [self._index_key(record), self._jpeg_key(record.id), original_key]
         try:
-            with _s3_errors("clean-up"):
+            with self._call("clean_up"):
                 await self._delete_objects(keys)
                 # NOTE: aioboto3 does not abort its multipart upload when it is cancelled.
                 response = await self._client.list_multipart_uploads(

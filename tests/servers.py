@@ -154,7 +154,7 @@ class Uvicorn:
             wait_until(self._answers, what="uvicorn")
         except BaseException:
             print(self.output())
-            self.stop()
+            self.close()
             raise
         return self
 
@@ -162,12 +162,15 @@ class Uvicorn:
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"uvicorn exited: {self.output()}")
-        return httpx.get(f"{self.url}/images?limit=1", timeout=1).status_code == 200
+        return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(15)
+
+    def close(self) -> None:
+        self.stop()
         self.log.close()
 
     def output(self) -> str:

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from service.cache import Cache, MemoryCache, RedisCache
+from service.metrics import Metrics
 
 
 @pytest.fixture(params=["redis", "memory"])
 async def cache(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cache]:
     store: RedisCache | MemoryCache
     if request.param == "redis":
-        store = RedisCache(request.getfixturevalue("redis_url"), ttl=60)
+        store = RedisCache(request.getfixturevalue("redis_url"), ttl=60, metrics=Metrics())
     else:
         store = MemoryCache(1024 * 1024, ttl=60, generations=tmp_path / "generations")
     async with store:
@@ -72,7 +73,11 @@ async def test_memory_cache_evicts_the_least_recently_used_past_its_budget(tmp_p
 
 
 async def test_entries_expire(tmp_path: Path, redis_url: str) -> None:
-    for store in (MemoryCache(10_000, ttl=1, generations=tmp_path), RedisCache(redis_url, ttl=1)):
+    stores = [
+        MemoryCache(10_000, ttl=1, generations=tmp_path),
+        RedisCache(redis_url, ttl=1, metrics=Metrics()),
+    ]
+    for store in stores:
         async with store as cache:
             _, generation = await cache.get("ns", "key")
             await cache.set("ns", "key", generation, b"value")

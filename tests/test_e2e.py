@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
 import select
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from . import samples
-from .servers import REPO, MotoS3, Uvicorn
+from .servers import REPO, MotoS3, Uvicorn, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +32,7 @@ def serve() -> Iterator:  # type: ignore[type-arg]
 
     yield start
     for server in started:
-        server.stop()
+        server.close()
 
 
 def test_tutorial_flow_over_http_with_s3_and_redis(
@@ -152,3 +156,78 @@ def test_embedded_workers_see_each_others_writes(serve, tmp_path) -> None:  # ty
     with httpx.Client(base_url=server.url) as http:
         assert http.delete(image["image"]).status_code == 204
     assert listed_ids() == {()}
+
+
+def test_json_logs_carry_the_request_id_on_every_line(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve(
+        {
+            "ASGILOOK_STORAGE_PATH": str(tmp_path / "data"),
+            "ASGILOOK_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # down: logs a warning
+            "ASGILOOK_LOG_FORMAT": "json",
+        }
+    )
+    response = httpx.get(f"{server.url}/images", headers={"X-Request-ID": "trace-7"})
+    assert response.headers["X-Request-ID"] == "trace-7"
+    server.stop()
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    ours = [line for line in lines if line.get("request_id") == "trace-7"]
+    assert {line["logger"] for line in ours} == {"service.cache", "asgilook.access"}
+    access = next(line for line in ours if line["logger"] == "asgilook.access")
+    assert access["method"] == "GET"
+    assert access["route"] == "/images"
+    assert access["status"] == 200
+    assert access["cache"] == "Miss"
+    assert access["bytes"] == 2
+    assert access["duration_ms"] > 0
+    assert all("time" in line and "level" in line for line in lines)
+
+
+def test_metrics_add_up_over_workers(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "metrics").mkdir()
+    server = serve(
+        {
+            "ASGILOOK_STORAGE_PATH": str(tmp_path / "data"),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        },
+        workers=2,
+    )
+    for _ in range(30):
+        with httpx.Client(base_url=server.url) as http:  # new connections reach both workers
+            assert http.get("/images").status_code == 200
+    pids = {path.name.rsplit("_", 1)[-1] for path in (tmp_path / "metrics").glob("counter_*.db")}
+    assert len(pids) == 2
+    exposition = httpx.get(f"{server.url}/metrics").text
+    pattern = r'asgilook_http_requests_total\{method="GET",route="/images",status="200"\} (\S+)'
+    assert float(re.search(pattern, exposition).group(1)) == 30
+
+
+def test_sigterm_lets_an_upload_in_flight_finish(serve, moto: MotoS3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve(
+        {
+            "ASGILOOK_S3_BUCKET": bucket,
+            "ASGILOOK_S3_ENDPOINT_URL": moto.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    )
+    photo = samples.jpeg((4000, 3000), quality=97)  # a multipart upload to S3
+    with socket.create_connection(("127.0.0.1", server.port)) as connection:
+        connection.sendall(
+            b"POST /images HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(photo)
+        )
+        connection.sendall(photo[: len(photo) // 2])
+        time.sleep(0.2)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        connection.sendall(photo[len(photo) // 2 :])
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 201 "), response[:300]
+    # uvicorn re-raises SIGTERM once it has shut down cleanly.
+    assert server.process.wait(30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.output()
+    s3 = moto.client()
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    keys = [entry["Key"] for entry in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 3

@@ -1,0 +1,46 @@
+"""Logging: JSON lines (python-json-logger), or plain text in a terminal; the request id."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+
+# NOTE: a context variable follows each request's task, so every log line of it carries its id.
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
+    """Send the service's and uvicorn's logs to stderr: JSON lines, or text in a terminal."""
+    as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    if as_json:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(levelname)s %(name)s %(message)s %(request_id)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",
+            )
+        )
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    # NOTE: the service logs every request itself, with more fields than uvicorn's access log.
+    logging.getLogger("uvicorn.access").disabled = True

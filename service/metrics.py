@@ -1,0 +1,89 @@
+"""Prometheus metrics (prometheus-client), and the /metrics resource.
+
+With several uvicorn workers, set PROMETHEUS_MULTIPROC_DIR to an empty directory (the container
+does): each worker then writes its samples there and /metrics, whichever worker answers, adds up
+all of them. Without it, each process reports its own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BYTE_BUCKETS = tuple(2**power for power in range(10, 27, 2))  # 1 KiB .. 64 MiB
+
+
+class Metrics:
+    """Every metric the service exports, in a registry of its own (no global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "asgilook_http_requests", "HTTP requests answered.",
+            ["method", "route", "status"], registry=registry,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "asgilook_http_request_duration_seconds", "Time to answer, body streaming excluded.",
+            ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "asgilook_http_requests_in_flight", "Requests being answered.",
+            multiprocess_mode="livesum", registry=registry,
+        )  # fmt: skip
+        self.render_seconds = Histogram(
+            "asgilook_image_render_seconds", "CPU work on images: normalise uploads, thumbnails.",
+            ["operation"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.upload_bytes = Histogram(
+            "asgilook_upload_bytes", "Sizes of the upload bodies received.",
+            buckets=BYTE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.cache_lookups = Counter(
+            "asgilook_cache_lookups", "Response cache lookups by result: hit or miss.",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        self.cache_errors = Counter(
+            "asgilook_cache_errors", "Redis commands that failed (the cache is then skipped).",
+            registry=registry,
+        )  # fmt: skip
+        self.s3_seconds = Histogram(
+            "asgilook_s3_request_duration_seconds", "S3 calls, retries included.",
+            ["operation"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.s3_errors = Counter(
+            "asgilook_s3_errors", "S3 calls that failed, after retries.",
+            ["operation"], registry=registry,
+        )  # fmt: skip
+
+    @contextmanager
+    def timed(self, histogram: Histogram, *labels: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            histogram.labels(*labels).observe(time.perf_counter() - started)
+
+    def exposition(self) -> bytes:
+        """The text format, summed over every worker in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
