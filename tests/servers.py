@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import fakeredis
 import httpx
 import redis
@@ -34,7 +36,13 @@ def wait_until(ready: Callable[[], bool], timeout: float = 15.0, what: str = "se
         try:
             if ready():
                 return
-        except (OSError, httpx.TransportError, redis.exceptions.ConnectionError):
+        except (
+            OSError,
+            httpx.TransportError,
+            redis.exceptions.ConnectionError,
+            botocore.exceptions.BotoCoreError,
+            botocore.exceptions.ClientError,
+        ):
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{what} not ready after {timeout} s")
@@ -113,6 +121,68 @@ class RedisServer:
         return redis.Redis.from_url(self.url, socket_timeout=2)
 
 
+class SeaweedFS:
+    """SeaweedFS (`weed mini`): a real S3 server that checks SigV4 signatures and persists."""
+
+    ACCESS_KEY, SECRET_KEY = "ci-access", "ci-secret"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # NOTE: each gRPC port is its HTTP port + 10000, so both must be free.
+        self.ports = [free_port_pair() for _ in range(4)]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[3]}"
+
+    def start(self, bucket: str) -> SeaweedFS:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "ci",
+            "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))  # fmt: skip
+        master, volume, filer, s3 = self.ports
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
+        self._process = subprocess.Popen(
+            [weed, "mini", f"-dir={self.directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             "-webdav=false", "-admin.ui=false", f"-master.port={master}",
+             f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
+             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
+             f"-bucket={bucket}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = self.client()
+        wait_until(lambda: client.head_bucket(Bucket=bucket) is not None, 60, "seaweedfs")
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(30)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY,
+        )  # fmt: skip
+
+
+def free_port_pair() -> int:
+    """A free port whose + 10000 twin is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
 class Uvicorn:
     """`uvicorn service.asgi:app` as a subprocess, configured by environment variables only."""
 
@@ -121,7 +191,9 @@ class Uvicorn:
         self.env = env
         self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        # NOTE: run outside the repository, so a developer's .env or ./data is never touched.
+        self.cwd = tempfile.mkdtemp(prefix="asgilook-uvicorn-")
 
     @property
     def url(self) -> str:
@@ -132,23 +204,10 @@ class Uvicorn:
             key: value for key, value in os.environ.items() if not key.startswith("ASGILOOK_")
         }
         environment.update(self.env)
+        command = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--app-dir", str(REPO)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.asgi:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
-            cwd=REPO,
-            env=environment,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            command, cwd=self.cwd, env=environment, stdout=self.log, stderr=subprocess.STDOUT
         )
         try:
             wait_until(self._answers, what="uvicorn")
@@ -172,6 +231,7 @@ class Uvicorn:
     def close(self) -> None:
         self.stop()
         self.log.close()
+        shutil.rmtree(self.cwd, ignore_errors=True)
 
     def output(self) -> str:
         self.log.seek(0)

@@ -1,0 +1,71 @@
+"""Smoke-test a running ASGILook: readiness, then upload, list, download, thumbnail, delete.
+
+python infra/smoke.py http://127.0.0.1:8000
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from email.message import Message
+
+from PIL import Image
+
+
+def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, _lower(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, _lower(error.headers), error.read()
+
+
+def _lower(headers: Message) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def wait_ready(base: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            status, _, body = call("GET", f"{base}/readyz")
+            if status == 200:
+                print("readyz:", body.decode())
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{base}/readyz did not answer 200 within {seconds} s")
+        time.sleep(0.5)
+
+
+def main(base: str) -> None:
+    wait_ready(base)
+    photo = io.BytesIO()
+    Image.radial_gradient("L").resize((1024, 768)).convert("RGB").save(photo, "JPEG")
+    status, headers, body = call("POST", f"{base}/images", photo.getvalue())
+    assert status == 201, (status, body)
+    image = json.loads(body)
+    assert headers["location"] == image["image"], headers
+    status, _, body = call("GET", f"{base}/images")
+    assert status == 200 and image["id"] in body.decode(), body
+    status, _, body = call("GET", base + image["image"])
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (1024, 768)
+    thumbnail = image["thumbnails"][-1]
+    expected = tuple(int(side) for side in thumbnail.rsplit("/", 1)[1][:-5].split("x"))
+    for cache in ("Miss", "Hit"):
+        status, headers, body = call("GET", base + thumbnail)
+        assert status == 200 and headers["x-asgilook-cache"] == cache, (status, headers)
+        assert Image.open(io.BytesIO(body)).size == expected
+    assert call("DELETE", base + image["image"])[0] == 204
+    assert call("GET", base + thumbnail)[0] == 404
+    print("round trip: upload, list, image, thumbnail (Miss, Hit), delete: ok")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1].rstrip("/"))
