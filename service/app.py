@@ -61,7 +61,7 @@ def create_app(
             settings.storage_path / "cache-generations",
         )
 
-    workers = ImageWorkers(settings.image_threads, metrics)
+    workers = ImageWorkers(settings.image_threads, settings.image_queue, metrics)
     images = ImageService(
         storage,
         workers,

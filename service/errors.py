@@ -37,5 +37,17 @@ class InvalidCursor(ServiceError):
     title = "Invalid cursor"
 
 
+class RangeNotSatisfiable(ServiceError):
+    title = "Range not satisfiable"
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"the image has {length} bytes")
+        self.length = length
+
+
 class StorageUnavailable(ServiceError):
     title = "Storage unavailable"
+
+
+class Overloaded(ServiceError):
+    title = "Overloaded"

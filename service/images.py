@@ -17,7 +17,14 @@ from uuid import UUID
 import uuid6
 
 from . import processing
-from .errors import EmptyUpload, ImageNotFound, InvalidCursor, UploadTooLarge
+from .errors import (
+    EmptyUpload,
+    ImageNotFound,
+    InvalidCursor,
+    Overloaded,
+    RangeNotSatisfiable,
+    UploadTooLarge,
+)
 from .metrics import Metrics
 
 Size = tuple[int, int]
@@ -36,14 +43,26 @@ class ImageRecord:
     modified: datetime
 
 
-@dataclass
-class StoredImage:
-    """An opened stored JPEG: its record, its length, and its bytes chunk by chunk."""
+ByteRange = tuple[int, int]  # first and last byte, both included
+
+
+@dataclass(frozen=True)
+class ImageStat:
+    """A stored JPEG's record and its length in bytes, read without its body."""
 
     record: ImageRecord
     length: int
+
+
+@dataclass
+class StoredImage:
+    """An opened stored JPEG (or a range of it), read chunk by chunk."""
+
+    record: ImageRecord
+    length: int  # of the whole JPEG
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
+    byte_range: ByteRange | None = None
 
     def __aiter__(self) -> StoredImage:
         return self
@@ -67,8 +86,11 @@ class Storage(Protocol):
     ) -> None:
         """Store the original upload, its JPEG and its record, or nothing at all."""
 
-    async def open(self, image_id: UUID) -> StoredImage:
-        """Open the JPEG of an image; raises ImageNotFound."""
+    async def stat(self, image_id: UUID) -> ImageStat:
+        """The record and JPEG length of an image; raises ImageNotFound."""
+
+    async def open(self, image_id: UUID, byte_range: ByteRange | None = None) -> StoredImage:
+        """Open the JPEG of an image, or a satisfiable range of it; raises ImageNotFound."""
 
     async def delete(self, image_id: UUID) -> None:
         """Delete an image and everything stored for it; raises ImageNotFound."""
@@ -96,6 +118,19 @@ def thumbnail_sizes(size: Size, min_size: int) -> list[Size]:
     return sizes
 
 
+def resolve_range(requested: tuple[int, int], length: int) -> ByteRange:
+    """Turn a Range header's (first, last) into the bytes to send; raise if unsatisfiable.
+
+    A negative first is a suffix length ("bytes=-500"), a last of -1 means "to the end".
+    """
+    first, last = requested
+    start = max(length + first, 0) if first < 0 else first
+    end = length - 1 if last < 0 else min(last, length - 1)
+    if start >= length or start > end:
+        raise RangeNotSatisfiable(length)
+    return start, end
+
+
 def encode_cursor(image_id: UUID) -> str:
     return base64.urlsafe_b64encode(image_id.bytes).rstrip(b"=").decode()
 
@@ -112,15 +147,19 @@ def utc_now() -> datetime:
 
 
 class ImageWorkers:
-    """A thread pool for CPU-bound image work, open for the app's lifetime.
+    """A thread pool for CPU-bound image work, with a bounded queue in front of it.
 
     Pillow releases the GIL while it decodes, resizes and encodes, so threads scale across cores.
+    When `queue` jobs already wait for a thread, more work is refused (Overloaded, a 503 with
+    Retry-After) instead of queueing without end.
     """
 
-    def __init__(self, threads: int, metrics: Metrics) -> None:
+    def __init__(self, threads: int, queue: int, metrics: Metrics) -> None:
         self._threads = threads or os.cpu_count() or 1
+        self._capacity = self._threads + queue
         self._metrics = metrics
         self._executor: ThreadPoolExecutor | None = None
+        self._jobs = 0  # running or waiting
 
     async def __aenter__(self) -> ImageWorkers:
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="asgilook-image")
@@ -132,9 +171,16 @@ class ImageWorkers:
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         assert self._executor is not None, "ImageWorkers used outside the app's lifespan"
-        loop = asyncio.get_running_loop()
-        with self._metrics.timed(self._metrics.render_seconds, function.__name__):
-            return await loop.run_in_executor(self._executor, function, *args)
+        if self._jobs >= self._capacity:
+            self._metrics.overloaded.inc()
+            raise Overloaded("too much image work in progress; retry shortly")
+        self._jobs += 1
+        try:
+            loop = asyncio.get_running_loop()
+            with self._metrics.timed(self._metrics.render_seconds, function.__name__):
+                return await loop.run_in_executor(self._executor, function, *args)
+        finally:
+            self._jobs -= 1
 
 
 class ImageService:
@@ -160,6 +206,8 @@ class ImageService:
         self._min_thumb_size = min_thumb_size
         self._new_id = new_id
         self._clock = clock
+        # NOTE: concurrent requests for one thumbnail share one render (single flight).
+        self._renders: dict[tuple[UUID, Size], asyncio.Future[tuple[ImageRecord, bytes]]] = {}
 
     def thumbnail_sizes(self, record: ImageRecord) -> list[Size]:
         return thumbnail_sizes(record.size, self._min_thumb_size)
@@ -192,20 +240,52 @@ class ImageService:
             return Page(records, None)
         return Page(records[:limit], encode_cursor(records[limit - 1].id))
 
-    async def open(self, image_id: UUID) -> StoredImage:
-        """The stored JPEG, to be streamed."""
-        return await self._storage.open(image_id)
+    async def stat(self, image_id: UUID) -> ImageStat:
+        """What is known of an image without reading it."""
+        return await self._storage.stat(image_id)
 
-    async def thumbnail(self, image_id: UUID, size: Size) -> bytes:
-        """Render one of the image's allowed thumbnail sizes."""
+    async def open(
+        self, image_id: UUID, requested_range: tuple[int, int] | None = None
+    ) -> StoredImage:
+        """The stored JPEG, or the requested range of it, to be streamed."""
+        if requested_range is None:
+            return await self._storage.open(image_id)
+        stat = await self._storage.stat(image_id)
+        return await self._storage.open(image_id, resolve_range(requested_range, stat.length))
+
+    def thumbnail_etag(self, record: ImageRecord, size: Size) -> str:
+        # NOTE: the encoder quality is part of what the bytes depend on.
+        return f"{record.id}-{size[0]}x{size[1]}-q{processing.THUMBNAIL_QUALITY}"
+
+    async def thumbnail_record(self, image_id: UUID, size: Size) -> ImageRecord:
+        """The record of an image that has this thumbnail size, read without its body."""
+        record = (await self._storage.stat(image_id)).record
+        self._check_thumbnail_size(record, size)
+        return record
+
+    async def thumbnail(self, image_id: UUID, size: Size) -> tuple[ImageRecord, bytes]:
+        """Render one of the image's allowed thumbnail sizes, once for all who ask meanwhile."""
+        key = (image_id, size)
+        render = self._renders.get(key)
+        if render is None:
+            render = asyncio.ensure_future(self._render(image_id, size))
+            self._renders[key] = render
+            render.add_done_callback(lambda _: self._renders.pop(key, None))
+        # NOTE: shielded, so a client going away does not cancel the others' render.
+        return await asyncio.shield(render)
+
+    async def _render(self, image_id: UUID, size: Size) -> tuple[ImageRecord, bytes]:
         stored = await self._storage.open(image_id)
         try:
-            if size not in self.thumbnail_sizes(stored.record):
-                raise ImageNotFound(f"{size[0]}x{size[1]} is not a thumbnail size of this image")
+            self._check_thumbnail_size(stored.record, size)
             jpeg = await stored.read_all()
         finally:
             await stored.close()
-        return await self._workers.run(processing.thumbnail, jpeg, size)
+        return stored.record, await self._workers.run(processing.thumbnail, jpeg, size)
+
+    def _check_thumbnail_size(self, record: ImageRecord, size: Size) -> None:
+        if size not in self.thumbnail_sizes(record):
+            raise ImageNotFound(f"{size[0]}x{size[1]} is not a thumbnail size of this image")
 
     async def delete(self, image_id: UUID) -> None:
         await self._storage.delete(image_id)

@@ -48,6 +48,10 @@ class Metrics:
             "asgilook_image_render_seconds", "CPU work on images: normalise uploads, thumbnails.",
             ["operation"], buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        self.overloaded = Counter(
+            "asgilook_image_work_refused", "Image work refused with a 503: the queue was full.",
+            registry=registry,
+        )  # fmt: skip
         self.upload_bytes = Histogram(
             "asgilook_upload_bytes", "Sizes of the upload bodies received.",
             buckets=BYTE_BUCKETS, registry=registry,

@@ -9,11 +9,13 @@ import uuid
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
+import falcon
 from falcon.asgi import Request, Response
 
 from .cache import Cache
 from .logs import request_id
 from .metrics import Metrics
+from .validators import not_modified_by_headers
 
 access_log = logging.getLogger("asgilook.access")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -92,15 +94,18 @@ class ResponseCache:
     ) -> None:
         resp.context.namespace = _namespace(params)
         resp.context.cache_slot = None
-        if req.method != "GET" or not getattr(resource, "cache_responses", False):
+        if req.method not in ("GET", "HEAD") or not getattr(resource, "cache_responses", False):
             return
         key = f"{req.path}?{req.query_string}"
         cached, generation = await self._cache.get(resp.context.namespace, key)
         if cached is not None:
             status, headers, body = cached
-            resp.status = status
             resp.set_headers(headers)
-            resp.data = body
+            if not_modified_by_headers(req, headers):
+                resp.status = falcon.HTTP_304
+            else:
+                resp.status = status
+                resp.data = body
             resp.set_header(CACHE_HEADER, "Hit")
             resp.complete = True
             self._metrics.cache_lookups.labels("hit").inc()

@@ -14,10 +14,10 @@ from . import errors
 from .cache import Cache
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
+from .validators import not_modified, set_validators
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-RETRY_AFTER_SECONDS = 5
 PROBE_TIMEOUT_SECONDS = 2.0
 
 _STATUS = {
@@ -29,7 +29,10 @@ _STATUS = {
     errors.ImageTooLarge: falcon.HTTP_413,
     errors.UnsupportedImage: falcon.HTTP_415,
     errors.StorageUnavailable: falcon.HTTP_503,
+    errors.RangeNotSatisfiable: falcon.HTTP_416,
+    errors.Overloaded: falcon.HTTP_503,
 }
+_RETRY_AFTER_SECONDS = {errors.StorageUnavailable: 5, errors.Overloaded: 1}
 
 
 def image_uri(image_id: UUID) -> str:
@@ -73,16 +76,44 @@ class ImageList:
 
 
 class Image:
-    """`/images/{id}.jpeg`: the JPEG, streamed; DELETE removes the image."""
+    """`/images/{id}.jpeg`: the JPEG, streamed, whole or a byte range; DELETE removes it."""
 
     def __init__(self, images: ImageService) -> None:
         self._images = images
 
     async def on_get(self, req: Request, resp: Response, image_id: UUID) -> None:
-        stored = await self._images.open(image_id)
-        resp.content_type = falcon.MEDIA_JPEG
-        resp.content_length = stored.length
+        requested = _requested_range(req, etag=str(image_id))
+        if requested is None and not _is_conditional(req):
+            stored = await self._images.open(image_id)  # one storage call in the common case
+        else:
+            stat = await self._images.stat(image_id)
+            if self._answer_headers(req, resp, stat.record):
+                return
+            stored = await self._images.open(image_id, requested)
+        self._answer_headers(req, resp, stored.record)
         resp.stream = stored
+        if stored.byte_range is None:
+            resp.content_length = stored.length
+        else:
+            start, end = stored.byte_range
+            resp.status = falcon.HTTP_206
+            resp.content_range = (start, end, stored.length)
+            resp.content_length = end - start + 1
+
+    async def on_head(self, req: Request, resp: Response, image_id: UUID) -> None:
+        stat = await self._images.stat(image_id)
+        if not self._answer_headers(req, resp, stat.record):
+            resp.content_length = stat.length
+
+    def _answer_headers(self, req: Request, resp: Response, record: ImageRecord) -> bool:
+        """Set the validators; True if that already answers the request (304)."""
+        resp.content_type = falcon.MEDIA_JPEG
+        resp.accept_ranges = "bytes"
+        set_validators(resp, str(record.id), record.modified)
+        if not_modified(req, str(record.id), record.modified):
+            resp.status = falcon.HTTP_304
+            return True
+        return False
 
     async def on_delete(self, req: Request, resp: Response, image_id: UUID) -> None:
         await self._images.delete(image_id)
@@ -101,7 +132,17 @@ class Thumbnail:
         self, req: Request, resp: Response, image_id: UUID, width: int, height: int
     ) -> None:
         resp.content_type = falcon.MEDIA_JPEG
-        resp.data = await self._images.thumbnail(image_id, (width, height))
+        if _is_conditional(req):
+            record = await self._images.thumbnail_record(image_id, (width, height))
+            etag = self._images.thumbnail_etag(record, (width, height))
+            set_validators(resp, etag, record.modified)
+            if not_modified(req, etag, record.modified):
+                resp.status = falcon.HTTP_304
+                return
+        record, resp.data = await self._images.thumbnail(image_id, (width, height))
+        set_validators(resp, self._images.thumbnail_etag(record, (width, height)), record.modified)
+
+    on_head = on_get  # Falcon sends the headers and Content-Length, without the body
 
 
 class Liveness:
@@ -124,7 +165,7 @@ class Readiness:
         )
         if storage != "ok":
             status, resp.status = "unavailable", falcon.HTTP_503
-            resp.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+            resp.set_header("Retry-After", str(_RETRY_AFTER_SECONDS[errors.StorageUnavailable]))
         else:
             status = "ready" if cache == "ok" else "degraded"
         resp.media = {"status": status, "storage": storage, "cache": cache}
@@ -149,12 +190,31 @@ class MetricsEndpoint:
         resp.data = self._metrics.exposition()
 
 
+def _is_conditional(req: Request) -> bool:
+    return req.if_none_match is not None or req.if_modified_since is not None
+
+
+def _requested_range(req: Request, etag: str) -> tuple[int, int] | None:
+    """The Range asked for, unless If-Range says the client's copy is stale; bad ones ignored."""
+    if_range = req.get_header("If-Range")
+    if if_range is not None and if_range.strip('"') != etag:
+        return None
+    try:
+        if req.range_unit not in (None, "bytes"):
+            return None
+        return req.range
+    except falcon.HTTPInvalidHeader:
+        return None  # RFC 9110 lets a server ignore a Range it does not understand
+
+
 async def service_error(req: Request, resp: Response, error: Exception, params: Any) -> None:
     """Answer a domain error with its status and a JSON body, like Falcon's own errors."""
     assert isinstance(error, errors.ServiceError)
     headers = {}
-    if isinstance(error, errors.StorageUnavailable):
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if type(error) in _RETRY_AFTER_SECONDS:
+        headers["Retry-After"] = str(_RETRY_AFTER_SECONDS[type(error)])
+    if isinstance(error, errors.RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{error.length}"
     raise falcon.HTTPError(
         _STATUS[type(error)], title=error.title, description=str(error), headers=headers
     )

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     image_threads: int = Field(
         0, ge=0, description="Threads rendering images; 0 = one per CPU core."
     )
+    image_queue: int = Field(
+        32, ge=0, description="Image jobs that may wait for a thread; more are refused with 503."
+    )
 
     @field_validator("s3_prefix")
     @classmethod

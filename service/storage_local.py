@@ -16,7 +16,7 @@ from typing import IO, Any, TypeVar
 from uuid import UUID
 
 from .errors import ImageNotFound, StorageUnavailable
-from .images import ImageRecord, StoredImage
+from .images import ByteRange, ImageRecord, ImageStat, StoredImage
 
 T = TypeVar("T")
 READ_CHUNK_BYTES = 256 * 1024
@@ -59,17 +59,27 @@ class LocalStorage:
     ) -> None:
         await self._run(self._save, record, original, jpeg)
 
-    async def open(self, image_id: UUID) -> StoredImage:
+    async def stat(self, image_id: UUID) -> ImageStat:
+        return await self._run(self._stat, image_id)
+
+    async def open(self, image_id: UUID, byte_range: ByteRange | None = None) -> StoredImage:
         record, file = await self._run(self._open, image_id)
+        length = os.fstat(file.fileno()).st_size
+        start, end = byte_range or (0, length - 1)
 
         async def chunks() -> AsyncIterator[bytes]:
-            while chunk := await self._run(file.read, READ_CHUNK_BYTES):
+            await self._run(file.seek, start)
+            remaining = end - start + 1
+            while remaining > 0 and (
+                chunk := await self._run(file.read, min(READ_CHUNK_BYTES, remaining))
+            ):
+                remaining -= len(chunk)
                 yield chunk
 
         async def close() -> None:
             file.close()
 
-        return StoredImage(record, os.fstat(file.fileno()).st_size, chunks(), close)
+        return StoredImage(record, length, chunks(), close, byte_range)
 
     async def delete(self, image_id: UUID) -> None:
         await self._run(self._delete, image_id)
@@ -108,6 +118,13 @@ class LocalStorage:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
+
+    def _stat(self, image_id: UUID) -> ImageStat:
+        record = self._record(image_id)
+        try:
+            return ImageStat(record, self._jpeg_path(image_id).stat().st_size)
+        except FileNotFoundError:
+            raise ImageNotFound("no image with this id") from None
 
     def _open(self, image_id: UUID) -> tuple[ImageRecord, IO[bytes]]:
         record = self._record(image_id)

@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ImageNotFound, StorageUnavailable
-from .images import ImageRecord, StoredImage
+from .images import ByteRange, ImageRecord, ImageStat, StoredImage
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,24 @@ class S3Storage:
             await self._remove(record)
             raise
 
-    async def open(self, image_id: UUID) -> StoredImage:
-        with self._call("get_object"):
-            response = await self._client.get_object(
+    async def stat(self, image_id: UUID) -> ImageStat:
+        with self._call("head_object"):
+            response = await self._client.head_object(
                 Bucket=self._bucket, Key=self._jpeg_key(image_id)
             )
+        record = _record_from_metadata(image_id, response["Metadata"])
+        return ImageStat(record, response["ContentLength"])
+
+    async def open(self, image_id: UUID, byte_range: ByteRange | None = None) -> StoredImage:
+        request = {"Bucket": self._bucket, "Key": self._jpeg_key(image_id)}
+        if byte_range is not None:
+            request["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        with self._call("get_object"):
+            response = await self._client.get_object(**request)
         body = response["Body"]
+        length = response["ContentLength"]
+        if byte_range is not None:  # "bytes 0-99/12345": the whole length is after the slash
+            length = int(response["ContentRange"].rsplit("/", 1)[1])
 
         async def chunks() -> AsyncIterator[bytes]:
             with self._call("read_body"):
@@ -173,14 +185,10 @@ class S3Storage:
             body.close()
 
         record = _record_from_metadata(image_id, response["Metadata"])
-        return StoredImage(record, response["ContentLength"], chunks(), close)
+        return StoredImage(record, length, chunks(), close, byte_range)
 
     async def delete(self, image_id: UUID) -> None:
-        with self._call("head_object"):
-            response = await self._client.head_object(
-                Bucket=self._bucket, Key=self._jpeg_key(image_id)
-            )
-        record = _record_from_metadata(image_id, response["Metadata"])
+        record = (await self.stat(image_id)).record
         with self._call("delete"):
             # NOTE: unlist first, so a half-finished delete never shows a broken image.
             await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))

@@ -13,6 +13,7 @@ from service.settings import Settings
 
 from . import samples
 from .servers import MotoS3
+from .test_operations import samples_of
 
 
 @pytest.fixture
@@ -102,6 +103,32 @@ async def test_a_large_upload_goes_up_in_parts(
     original = moto.client().get_object(Bucket=bucket, Key=f"team/photos/originals/{created['id']}")
     assert original["Body"].read() == large
     assert "-" in original["ETag"]  # a multipart ETag
+
+
+async def test_a_304_does_not_read_the_object_body(
+    s3_client: falcon.testing.ASGIConductor,
+) -> None:
+    client = s3_client
+    image = (await client.simulate_post("/images", body=samples.jpeg((640, 480)))).json
+    etag = (await client.simulate_get(image["image"])).headers["ETag"]
+
+    async def s3_calls(operation: str) -> float:
+        metrics = samples_of((await client.simulate_get("/metrics")).text)
+        return metrics.get(
+            ("asgilook_s3_request_duration_seconds_count", (("operation", operation),)), 0
+        )
+
+    gets = await s3_calls("get_object")
+    for path in [image["image"], image["thumbnails"][1]]:
+        assert (await client.simulate_get(path, headers={"If-None-Match": etag})).status_code in (
+            200,
+            304,
+        )
+    for _ in range(3):
+        assert (
+            await client.simulate_get(image["image"], headers={"If-None-Match": etag})
+        ).status_code == 304
+    assert await s3_calls("get_object") == gets + 1  # only the unconditional thumbnail render
 
 
 def _epoch(http_date: str) -> int:

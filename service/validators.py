@@ -1,0 +1,40 @@
+"""HTTP validators (ETag, Last-Modified, Cache-Control) and the conditional GETs they answer.
+
+Image ids are never reused and a stored image never changes, so the validators of an image and
+of its thumbnails are known without reading a byte of them, and they may be cached for a year.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import falcon
+from falcon.asgi import Request, Response
+
+IMMUTABLE = ("public", "max-age=31536000", "immutable")
+
+
+def set_validators(resp: Response, etag: str, modified: datetime) -> None:
+    resp.etag = etag  # Falcon quotes it: a strong ETag
+    resp.last_modified = modified
+    resp.cache_control = IMMUTABLE
+
+
+def not_modified(req: Request, etag: str, modified: datetime) -> bool:
+    """Whether a GET or HEAD may be answered 304 (RFC 9110: If-None-Match takes precedence)."""
+    if req.method not in ("GET", "HEAD"):
+        return False
+    if_none_match = req.if_none_match
+    if if_none_match is not None:
+        # NOTE: If-None-Match compares weakly: W/"x" matches "x".
+        return any(tag == "*" or str(tag) == etag for tag in if_none_match)
+    since = req.if_modified_since
+    return since is not None and modified <= since
+
+
+def not_modified_by_headers(req: Request, headers: dict[str, str]) -> bool:
+    """The same check for a cached response, from its stored headers."""
+    etag, modified = headers.get("etag"), headers.get("last-modified")
+    if etag is None or modified is None:
+        return False
+    return not_modified(req, etag.strip('"'), falcon.http_date_to_dt(modified))

@@ -1,0 +1,55 @@
+"""Behaviour under load: identical misses share one render; a full queue answers 503."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import falcon.testing
+
+from service.app import create_app
+from service.settings import Settings
+
+from .test_operations import samples_of
+
+
+async def renders(client: falcon.testing.ASGIConductor) -> float:
+    metrics = samples_of((await client.simulate_get("/metrics")).text)
+    return metrics.get(("asgilook_image_render_seconds_count", (("operation", "thumbnail"),)), 0)
+
+
+async def test_simultaneous_identical_misses_share_one_render(
+    client: falcon.testing.ASGIConductor, photo_12mp: bytes
+) -> None:
+    image = (await client.simulate_post("/images", body=photo_12mp)).json
+    path = image["thumbnails"][0]
+    results = await asyncio.gather(*(client.simulate_get(path) for _ in range(8)))
+    assert {result.status_code for result in results} == {200}
+    assert len({result.content for result in results}) == 1
+    assert await renders(client) == 1
+    # Later requests are cache hits; a different size is a render of its own.
+    await client.simulate_get(path)
+    await client.simulate_get(image["thumbnails"][1])
+    assert await renders(client) == 2
+
+
+async def test_a_full_render_queue_answers_503_with_retry_after(
+    tmp_path: Path, photo_12mp: bytes
+) -> None:
+    settings = Settings(_env_file=None, storage_path=tmp_path, image_threads=1, image_queue=1)
+    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        paths = []
+        for _ in range(2):
+            paths += (await client.simulate_post("/images", body=photo_12mp)).json["thumbnails"]
+        results = await asyncio.gather(*(client.simulate_get(path) for path in paths))
+        statuses = Counter(result.status_code for result in results)
+        assert set(statuses) == {200, 503}, statuses
+        assert statuses[200] >= 2  # one rendering, one waiting
+        refused = next(result for result in results if result.status_code == 503)
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json["title"] == "Overloaded"
+        # Once the queue drains, the refused ones render.
+        for path, result in zip(paths, results, strict=True):
+            if result.status_code == 503:
+                assert (await client.simulate_get(path)).status_code == 200
