@@ -1,0 +1,354 @@
+"""ASGILook benchmark: one command, one table, every figure beside its baseline from the same run.
+
+    python bench/run.py            # the full benchmark (a few minutes); writes bench/RESULTS.md
+    python bench/run.py --smoke    # seconds-long, tiny images: checks that the harness works
+
+It starts SeaweedFS (real S3) and redis-server, then ASGILook (2 workers; and 1 worker for hits),
+the seed tutorial app (../shared/baseline-seed, 1 worker, as its README runs it), thumbor (PIL
+engine, file loader, quality 75, baseline JPEG, 2 processes) and a bare Falcon app; generates
+deterministic photo-like JPEGs; drives the load with wrk; and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SEED = REPO.parent / "shared" / "baseline-seed"
+sys.path.insert(0, str(REPO))
+
+from bench.photos import photo  # noqa: E402
+from tests.servers import RedisServer, SeaweedFS, free_port, wait_until  # noqa: E402
+
+MIX = [(2000, 1500), (1000, 750), (500, 375), (250, 187), (125, 93)]
+VENVS = {
+    "seed": ["falcon", "uvicorn[standard]", "aiofiles", "pillow", "redis>=5", "msgpack"],
+    "thumbor": ["thumbor==7.8.0"],
+}
+UVICORN = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+
+
+def venv_python(name: str) -> str:
+    """A virtualenv of its own for each baseline, made once under bench/.venvs."""
+    root = BENCH / ".venvs" / name
+    python = root / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *VENVS[name]], check=True)
+    return str(python)
+
+
+class Server:
+    """A server process on 127.0.0.1, stopped with SIGTERM."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.name, self.port = name, free_port()
+        self.log = open(cwd / f"{name}.log", "wb")  # noqa: SIM115 (closed by stop())
+        command = [part.replace("{port}", str(self.port)) for part in command]
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait(self, path: str) -> Server:
+        wait_until(lambda: httpx.get(self.url + path, timeout=2).status_code < 500, 60, self.name)
+        return self
+
+    def worker_peak_rss_mb(self) -> float:
+        """The largest VmHWM among this server's processes (uvicorn workers are its children)."""
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.exists():
+            pids += [int(pid) for pid in children.read_text().split()]
+        peaks = []
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return max(peaks)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def wrk(url: str, paths: list[str], seconds: float, connections: int, work: Path) -> dict:
+    listing = work / "paths.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
+    command += ["-s", str(BENCH / "paths.lua"), url, "--", str(listing)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["mb_per_s"] = result["bytes"] / (result["duration_us"] / 1e6) / 1e6
+    result["unique"] = result["requests"] <= len(paths)
+    if result["non_2xx"] or result["socket_errors"]:
+        print(f"  ! {url}: {result['non_2xx']} non-2xx, {result['socket_errors']} socket errors")
+    return result
+
+
+def raw_pillow_ops(source: bytes, workers: int, seconds: float, kind: str) -> float:
+    """The ceiling: draft + resize + save q75 of the mix, in `workers` threads or processes."""
+    pool_type = (
+        concurrent.futures.ProcessPoolExecutor
+        if kind == "processes"
+        else concurrent.futures.ThreadPoolExecutor
+    )
+    with pool_type(workers) as pool:
+        counts = list(pool.map(_render_for, [source] * workers, [seconds] * workers))
+    return sum(counts) / seconds
+
+
+def _render_for(source: bytes, seconds: float) -> int:
+    done, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        size = MIX[done % len(MIX)]
+        with Image.open(io.BytesIO(source)) as image:
+            image.draft("RGB", size)
+            resized = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        resized.save(io.BytesIO(), "JPEG", quality=75)
+        done += 1
+    return done
+
+
+def upload_all(url: str, bodies: list[bytes]) -> tuple[list[dict], list[float]]:
+    created, seconds = [], []
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for body in bodies:
+            started = time.perf_counter()
+            response = http.post("/images", content=body, headers={"Content-Type": "image/jpeg"})
+            seconds.append(time.perf_counter() - started)
+            response.raise_for_status()
+            created.append(response.json())
+    return created, seconds
+
+
+def thumbnail_paths(images: list[dict], sizes: list[tuple[int, int]]) -> list[str]:
+    """Every (image, size) once, sizes interleaved: each request a thumbnail never made before."""
+    return [f"/thumbnails/{image['id']}/{w}x{h}.jpeg" for image in images for (w, h) in sizes]
+
+
+@contextlib.contextmanager
+def servers_started(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Server]]:
+    started: dict[str, Server] = {}
+    seaweed = SeaweedFS(work / "seaweed").start(bucket="images")
+    redis = RedisServer().start()
+    try:
+        asgilook_env = {
+            "ASGILOOK_S3_BUCKET": "images",
+            "ASGILOOK_S3_ENDPOINT_URL": seaweed.url,
+            "ASGILOOK_REDIS_URL": redis.url,
+            "ASGILOOK_LOG_LEVEL": "WARNING",
+            "ASGILOOK_STORAGE_PATH": str(work / "asgilook"),
+            "AWS_ACCESS_KEY_ID": SeaweedFS.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SeaweedFS.SECRET_KEY,
+            "MALLOC_ARENA_MAX": "2",
+        }
+        uvicorn = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--app-dir", str(REPO)]
+        for name, workers in [("asgilook", 2), ("asgilook-1w", 1)]:
+            command = [*uvicorn, "--port", "{port}", "--workers", str(workers), *UVICORN]
+            started[name] = Server(name, command, asgilook_env, work)
+        seed_storage = work / "seed-images"
+        seed_storage.mkdir()
+        started["seed"] = Server(
+            "seed",
+            [venv_python("seed"), "-m", "uvicorn", "asgilook.asgi:app", "--app-dir", str(SEED),
+             "--port", "{port}", "--workers", "1", *UVICORN],
+            {"ASGI_LOOK_STORAGE_PATH": str(seed_storage),
+             "ASGI_LOOK_REDIS_URL": redis.url.replace("/0", "/1")},
+            work,
+        )  # fmt: skip
+        (work / "thumbor-images").mkdir()
+        (work / "thumbor.conf").write_text(
+            "LOADER = 'thumbor.loaders.file_loader'\n"
+            f"FILE_LOADER_ROOT_PATH = '{work / 'thumbor-images'}'\n"
+            "STORAGE = 'thumbor.storages.no_storage'\n"
+            "RESULT_STORAGE = None\n"
+            "ENGINE = 'thumbor.engines.pil'\n"
+            "QUALITY = 75\nPROGRESSIVE_JPEG = False\nAUTO_WEBP = False\n"
+            "ALLOW_UNSAFE_URL = True\n"
+        )
+        thumbor = str(Path(venv_python("thumbor")).parent / "thumbor")
+        started["thumbor"] = Server(
+            "thumbor",
+            [thumbor, "-i", "127.0.0.1", "-p", "{port}", "-c", str(work / "thumbor.conf"),
+             "--processes", "2", "-l", "error"],
+            {},
+            work,
+        )  # fmt: skip
+        for name, server in started.items():
+            server.wait("/healthz" if name.startswith("asgilook") else "/")
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+        redis.stop()
+        seaweed.stop()
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    """The measurements, as table rows: (figure, ASGILook, baseline, ratio)."""
+    size = (800, 600) if args.smoke else (4000, 3000)
+    sizes = [(400, 300), (200, 150)] if args.smoke else MIX
+    seconds = 1 if args.smoke else args.seconds
+    sources = [photo(seed, size) for seed in range(args.sources)]
+    bodies = [sources[n % len(sources)] for n in range(args.images)]
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(figure: str, ours: float, base: float, unit: str, base_name: str) -> None:
+        rows.append((figure, f"{ours:,.1f} {unit}", f"{base:,.1f} {unit} ({base_name})",
+                     f"{ours / base:.2f}x" if base else "-"))  # fmt: skip
+        print(f"{figure:55} {rows[-1][1]:>16} | {rows[-1][2]:>30} | {rows[-1][3]}")
+
+    with tempfile.TemporaryDirectory(prefix="asgilook-bench-") as directory:
+        work = Path(directory)
+        raw = {
+            kind: raw_pillow_ops(sources[0], 2, seconds, kind) for kind in ("processes", "threads")
+        }
+        with servers_started(args, work) as servers:
+            ours, base = servers["asgilook"], servers["seed"]
+            thumbor = servers["thumbor"]
+            images, upload_ours = upload_all(ours.url, bodies)
+            seed_images, upload_seed = upload_all(base.url, bodies)
+            for n, body in enumerate(bodies):
+                (work / "thumbor-images" / f"{n}.jpeg").write_bytes(body)
+            row("Upload of the source JPEG, p50", statistics.median(upload_ours) * 1000,
+                statistics.median(upload_seed) * 1000, "ms", "seed")  # fmt: skip
+
+            # Thumbnail misses: every request a thumbnail that was never rendered.
+            half = len(images) // 2
+            mix_ours = wrk(ours.url, thumbnail_paths(images[:half], sizes), seconds, 8, work)
+            mix_seed = wrk(base.url, thumbnail_paths(seed_images[:half], sizes), seconds, 8, work)
+            thumbor_paths = [
+                f"/unsafe/fit-in/{w}x{h}/{n}.jpeg" for n in range(half) for (w, h) in sizes
+            ]
+            mix_thumbor = wrk(thumbor.url, thumbor_paths, seconds, 8, work)
+            peak_rss = ours.worker_peak_rss_mb()
+            row(
+                "Thumbnail miss, mix, req/s",
+                mix_ours["rps"],
+                mix_thumbor["rps"],
+                "req/s",
+                "thumbor",
+            )
+            row("Thumbnail miss, mix, req/s", mix_ours["rps"], mix_seed["rps"], "req/s", "seed")
+            row("Thumbnail miss, mix, req/s", mix_ours["rps"], raw["processes"], "ops/s",
+                "raw Pillow, 2 processes")  # fmt: skip
+            largest = sizes[0]
+            big_ours = wrk(ours.url, thumbnail_paths(images[half:], [largest]), seconds, 8, work)
+            fit = f"/unsafe/fit-in/{largest[0]}x{largest[1]}"
+            big_paths = [f"{fit}/{n}.jpeg" for n in range(half, len(images))]
+            big_thumbor = wrk(thumbor.url, big_paths, seconds, 8, work)
+            row(f"Thumbnail miss, {largest[0]}x{largest[1]} only, req/s", big_ours["rps"],
+                big_thumbor["rps"], "req/s", "thumbor")  # fmt: skip
+            row("Peak RSS per worker under the misses", peak_rss, 150, "MB", "target")
+            for name, result in [
+                ("ours", mix_ours),
+                ("seed", mix_seed),
+                ("ours, largest", big_ours),
+            ]:
+                if not result["unique"]:
+                    print(f"  ! {name}: more requests than distinct thumbnails; raise --images")
+
+            # Cache hits: one hot thumbnail, the same bytes from a bare Falcon app.
+            hot = images[0]["thumbnails"][-1]
+            hot_body = httpx.get(ours.url + hot).content  # the same bytes for the bare app
+            (work / "bare.jpeg").write_bytes(hot_body)
+            for name, workers in [("bare", 2), ("bare-1w", 1)]:
+                servers[name] = Server(
+                    name,
+                    [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(BENCH),
+                     "--port", "{port}", "--workers", str(workers), *UVICORN],
+                    {"BARE_BODY_FILE": str(work / "bare.jpeg")},
+                    work,
+                ).wait("/")  # fmt: skip
+            httpx.get(servers["asgilook-1w"].url + hot)
+            seed_hot = seed_images[0]["thumbnails"][-1]
+            httpx.get(base.url + seed_hot)
+            for label, ours_name, bare_name in [("1 worker", "asgilook-1w", "bare-1w"),
+                                                ("2 workers", "asgilook", "bare")]:  # fmt: skip
+                hit = wrk(servers[ours_name].url, [hot], seconds, 32, work)
+                bare = wrk(servers[bare_name].url, ["/"], seconds, 32, work)
+                row(f"Cache hit, {label}, req/s", hit["rps"], bare["rps"], "req/s", "bare Falcon")
+            seed_hit = wrk(base.url, [seed_hot], seconds, 32, work)
+            ours_hit = wrk(servers["asgilook-1w"].url, [hot], seconds, 32, work)
+            row("Cache hit, 1 worker, req/s", ours_hit["rps"], seed_hit["rps"], "req/s", "seed")
+
+            # Full images, streamed: each image once (the seed serves 0 bytes from its cache after).
+            full_ours = wrk(ours.url, [image["image"] for image in images], seconds, 4, work)
+            full_seed = wrk(base.url, [image["image"] for image in seed_images], seconds, 4, work)
+            row(
+                "Full-image GET, MB/s", full_ours["mb_per_s"], full_seed["mb_per_s"], "MB/s", "seed"
+            )
+            row("Raw Pillow mix, 2 threads vs 2 processes", raw["threads"], raw["processes"],
+                "ops/s", "processes")  # fmt: skip
+    return rows
+
+
+def write_results(rows: list[tuple[str, str, str, str]], args: argparse.Namespace) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with "
+        f"`python bench/run.py --images {args.images} --sources {args.sources} "
+        f"--seconds {args.seconds}`: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, everything on this one machine (the load "
+        "generator, SeaweedFS and Redis share the cores with the servers measured).",
+        "Sources: deterministic photo-like 4000x3000 JPEGs (bench/photos.py); thumbnail mix "
+        + ", ".join(f"{w}x{h}" for w, h in MIX)
+        + "; wrk, 2 threads, 8 connections for misses, 32 for hits.",
+        "",
+        "| Figure | ASGILook | Baseline (same run) | Ratio |",
+        "|---|---|---|---|",
+        *[f"| {figure} | {ours} | {base} | {ratio} |" for figure, ours, base, ratio in rows],
+        "",
+    ]
+    notes = BENCH / "RESULTS.notes.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    (BENCH / "RESULTS.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny images, 1 s runs")
+    parser.add_argument("--images", type=int, default=120, help="uploads per service")
+    parser.add_argument("--sources", type=int, default=6, help="distinct source images")
+    parser.add_argument("--seconds", type=float, default=8, help="duration of each wrk run")
+    args = parser.parse_args()
+    if args.smoke:
+        args.images, args.sources = 6, 2
+    for tool in ("wrk",):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing: apt-get install {tool}")
+    rows = run(args)
+    if not args.smoke:
+        write_results(rows, args)
+        print(f"written to {BENCH / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
