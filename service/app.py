@@ -53,7 +53,12 @@ def create_app(
 
     cache: Cache
     if settings.redis_url:
-        cache = RedisCache(settings.redis_url, settings.cache_ttl, metrics)
+        cache = RedisCache(
+            settings.redis_url,
+            settings.cache_ttl,
+            metrics,
+            local_max_bytes=settings.cache_max_bytes,
+        )
     else:
         cache = MemoryCache(
             settings.cache_max_bytes,

@@ -4,17 +4,23 @@ Entries live in namespaces (the listing, or one image and its thumbnails). Inval
 namespace gives it a new random generation; an entry counts only if it was stored under the
 current generation, so a response rendered before a write can never be served after it, even if
 a slow request stores it late.
+
+Both stores keep hot entries in process (LocalEntries), so that a hit costs no I/O: the
+in-process cache is nothing else, and the Redis cache keeps a small copy in front of Redis whose
+namespaces are dropped, in every worker, by a message on a Redis pub/sub channel.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgpack
 import redis.asyncio as redis
@@ -27,11 +33,20 @@ log = logging.getLogger(__name__)
 
 # NOTE: while Redis is down, each worker asks again at most this often.
 REDIS_RETRY_SECONDS = 1.0
+# NOTE: bounds how long a lost pub/sub message could leave a copy in front of Redis stale.
+LOCAL_TTL_SECONDS = 10.0
+# A write waits at most this long for its invalidation to come back through the channel.
+ECHO_TIMEOUT_SECONDS = 0.25
+# Bytes an entry costs beyond its serialised value: key, tuple, bookkeeping.
+ENTRY_OVERHEAD = 512
 
 
 class Cache(Protocol):
     async def check(self) -> None:
         """Raise unless the cache answers."""
+
+    def peek(self, key: str) -> Any | None:
+        """A value held in this process and still valid, without any I/O; else None."""
 
     async def get(self, namespace: str, key: str) -> tuple[Any | None, str]:
         """The cached value (or None) and the generation to store a fresh value under."""
@@ -47,25 +62,89 @@ def _new_generation() -> str:
     return secrets.token_hex(8)
 
 
-def _unpack(packed: bytes | None, generation: str) -> Any | None:
-    if packed is None:
-        return None
-    stored_generation, value = msgpack.unpackb(packed, raw=False)
-    return value if stored_generation == generation else None
+def _size_of(value: Any) -> int:
+    """Roughly what an entry holds in memory: its serialised size and some bookkeeping."""
+    return ENTRY_OVERHEAD + len(msgpack.packb(value, use_bin_type=True))
+
+
+class _Entry(NamedTuple):
+    namespace: str
+    generation: str
+    expires: float
+    size: int
+    value: Any
+
+
+class LocalEntries:
+    """Entries in this process: least recently used evicted past a byte budget, and a TTL."""
+
+    def __init__(self, max_bytes: int, ttl: float) -> None:
+        self._max_bytes = max_bytes
+        self._ttl = ttl
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires < time.monotonic():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, namespace: str, key: str, generation: str, value: Any) -> None:
+        size = _size_of(value)
+        # NOTE: one huge entry must not flush the whole cache.
+        if size > self._max_bytes // 4:
+            return
+        self._drop(key)
+        expires = time.monotonic() + self._ttl
+        self._entries[key] = _Entry(namespace, generation, expires, size, value)
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
 
 
 class RedisCache:
-    """Entries and generations in Redis, one round trip per lookup. Never raises."""
+    """Entries and generations in Redis, hot entries also in process. Never raises."""
 
-    def __init__(self, url: str, ttl: int, metrics: Metrics, prefix: str = "asgilook:") -> None:
+    CHANNEL = "invalidations"
+
+    def __init__(
+        self,
+        url: str,
+        ttl: int,
+        metrics: Metrics,
+        local_max_bytes: int,
+        prefix: str = "asgilook:",
+    ) -> None:
         self._url = url
-        self._metrics = metrics
         self._ttl = ttl
+        self._metrics = metrics
         self._prefix = prefix
         self._redis: redis.Redis | None = None
         self._retry_at = 0.0
         # NOTE: invalidations that could not reach Redis; sent before it is trusted again.
         self._unsent_invalidations: set[str] = set()
+        self._local = LocalEntries(local_max_bytes, min(ttl, LOCAL_TTL_SECONDS))
+        # The generation of each namespace as last read from Redis, while subscribed: only
+        # then does this process hear of every invalidation.
+        self._generations: dict[str, str] = {}
+        self._invalidations_heard = 0  # see _remember
+        self._subscribed = False
+        self._listener: asyncio.Task[None] | None = None
+        self._echoes: dict[str, asyncio.Future[None]] = {}
 
     async def __aenter__(self) -> RedisCache:
         # NOTE: no retries and short timeouts: a cache that is down must cost nearly nothing.
@@ -75,18 +154,32 @@ class RedisCache:
             socket_timeout=0.5,
             retry=Retry(NoBackoff(), 0),
         )
+        self._listener = asyncio.create_task(self._listen())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._redis is not None
+        assert self._redis is not None and self._listener is not None
+        self._listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._listener
         await self._redis.aclose()
 
     async def check(self) -> None:
         await self._client.ping()
 
+    def peek(self, key: str) -> Any | None:
+        entry = self._local.get(key)
+        if entry is None or self._generations.get(entry.namespace) != entry.generation:
+            return None
+        return entry.value
+
     async def get(self, namespace: str, key: str) -> tuple[Any | None, str]:
         if self._unsent_invalidations and not await self._send_invalidations():
             return None, ""
+        entry = self._local.get(key)
+        if entry is not None and self._generations.get(namespace) == entry.generation:
+            return entry.value, entry.generation
+        heard = self._invalidations_heard
         generation_key = self._generation_key(namespace)
         found = await self._call(self._client.mget, generation_key, self._entry_key(namespace, key))
         if found is None:
@@ -99,28 +192,92 @@ class RedisCache:
                 self._client.set, generation_key, generation, nx=True, ex=self._ttl, get=True
             )
             return None, (created or generation.encode()).decode()
-        return _unpack(packed, generation.decode()), generation.decode()
+        generation = generation.decode()
+        self._remember(namespace, generation, heard)
+        if packed is None:
+            return None, generation
+        stored_generation, value = msgpack.unpackb(packed, raw=False)
+        if stored_generation != generation:
+            return None, generation
+        if self._generations.get(namespace) == generation:
+            self._local.put(namespace, key, generation, value)
+        return value, generation
 
     async def set(self, namespace: str, key: str, generation: str, value: Any) -> None:
         if generation:
             packed = msgpack.packb([generation, value], use_bin_type=True)
-            await self._call(
-                self._client.set, self._entry_key(namespace, key), packed, ex=self._ttl
-            )
+            entry_key = self._entry_key(namespace, key)
+            await self._call(self._client.set, entry_key, packed, ex=self._ttl)
+            if self._generations.get(namespace) == generation:
+                self._local.put(namespace, key, generation, value)
 
     async def invalidate(self, *namespaces: str) -> None:
-        self._unsent_invalidations.update(namespaces)
-        await self._send_invalidations()
+        """Invalidate, then wait until the message has come back through the channel.
 
-    async def _send_invalidations(self) -> bool:
+        Redis sends a message to every subscriber at once, so when this worker hears its own,
+        the others have been sent theirs: the write is acknowledged only then.
+        """
+        self._forget(*namespaces)
+        self._unsent_invalidations.update(namespaces)
+        echo = asyncio.get_running_loop().create_future()
+        token = _new_generation()
+        self._echoes[token] = echo
+        try:
+            if await self._send_invalidations(token) and self._subscribed:
+                await asyncio.wait_for(echo, ECHO_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("invalidation not echoed within %s s", ECHO_TIMEOUT_SECONDS)
+        finally:
+            self._echoes.pop(token, None)
+
+    def _remember(self, namespace: str, generation: str, heard_before: int) -> None:
+        """Trust a generation read from Redis, unless an invalidation came in meanwhile."""
+        if self._subscribed and self._invalidations_heard == heard_before:
+            self._generations[namespace] = generation
+
+    def _forget(self, *namespaces: str) -> None:
+        self._invalidations_heard += 1
+        for namespace in namespaces:
+            self._generations.pop(namespace, None)
+
+    async def _send_invalidations(self, token: str = "-") -> bool:
         namespaces = list(self._unsent_invalidations)
         async with self._client.pipeline(transaction=False) as pipe:
             for namespace in namespaces:
                 pipe.set(self._generation_key(namespace), _new_generation(), ex=self._ttl)
+            pipe.publish(self._prefix + self.CHANNEL, " ".join([token, *namespaces]))
             if await self._call(pipe.execute) is None:
                 return False
         self._unsent_invalidations.difference_update(namespaces)
         return True
+
+    async def _listen(self) -> None:
+        """Drop invalidated namespaces as other workers announce them; resubscribe on errors."""
+        while True:
+            # NOTE: a connection of its own, which waits for messages without a timeout.
+            subscriber = redis.Redis.from_url(
+                self._url, socket_connect_timeout=0.5, health_check_interval=5
+            )
+            try:
+                async with subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._prefix + self.CHANNEL)
+                    self._subscribed = True
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            token, *namespaces = message["data"].decode().split(" ")
+                            self._forget(*namespaces)
+                            echo = self._echoes.get(token)
+                            if echo is not None and not echo.done():
+                                echo.set_result(None)
+            except (redis.RedisError, OSError) as error:
+                log.debug("invalidation channel lost: %s", error)
+            finally:
+                # NOTE: unsubscribed, this process may miss invalidations: trust nothing local.
+                self._subscribed = False
+                self._forget(*self._generations)
+                self._local.clear()
+                await subscriber.aclose()
+            await asyncio.sleep(REDIS_RETRY_SECONDS)
 
     @property
     def _client(self) -> redis.Redis:
@@ -152,52 +309,41 @@ class RedisCache:
 
 
 class MemoryCache:
-    """Entries in this process, least recently used evicted past a byte budget.
-
-    Generations are small files in a directory, so that uvicorn workers on one host see each
-    other's invalidations.
+    """Entries in this process only; generations are small files in a directory, so that
+    uvicorn workers on one host see each other's invalidations.
     """
 
     def __init__(self, max_bytes: int, ttl: int, generations: Path) -> None:
-        self._max_bytes = max_bytes
-        self._ttl = ttl
+        self._local = LocalEntries(max_bytes, ttl)
         self._generations = generations
-        self._entries: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
-        self._bytes = 0
 
     async def __aenter__(self) -> MemoryCache:
         self._generations.mkdir(parents=True, exist_ok=True)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._entries.clear()
-        self._bytes = 0
+        self._local.clear()
 
     async def check(self) -> None:
         """Always there: it lives in this process."""
 
+    def peek(self, key: str) -> Any | None:
+        entry = self._local.get(key)
+        if entry is None or entry.generation != self._generation(entry.namespace):
+            return None
+        return entry.value
+
     async def get(self, namespace: str, key: str) -> tuple[Any | None, str]:
         generation = self._generation(namespace)
-        entry = self._entries.get((namespace, key))
-        if entry is None:
+        entry = self._local.get(key)
+        if entry is None or entry.generation != generation:
             return None, generation
-        expires, packed = entry
-        if expires < time.monotonic():
-            self._evict((namespace, key))
-            return None, generation
-        self._entries.move_to_end((namespace, key))
-        return _unpack(packed, generation), generation
+        return entry.value, generation
 
     async def set(self, namespace: str, key: str, generation: str, value: Any) -> None:
-        packed = msgpack.packb([generation, value], use_bin_type=True)
-        # NOTE: one huge entry must not flush the whole cache.
-        if len(packed) > self._max_bytes // 4:
-            return
-        self._evict((namespace, key))
-        self._entries[(namespace, key)] = (time.monotonic() + self._ttl, packed)
-        self._bytes += len(packed)
-        while self._bytes > self._max_bytes:
-            self._evict(next(iter(self._entries)))
+        # NOTE: a round trip through msgpack, as Redis would do, so both stores hold the same.
+        value = msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
+        self._local.put(namespace, key, generation, value)
 
     async def invalidate(self, *namespaces: str) -> None:
         for namespace in namespaces:
@@ -214,8 +360,3 @@ class MemoryCache:
 
     def _generation_path(self, namespace: str) -> Path:
         return self._generations / namespace.replace(":", "-")
-
-    def _evict(self, entry_key: tuple[str, str]) -> None:
-        entry = self._entries.pop(entry_key, None)
-        if entry is not None:
-            self._bytes -= len(entry[1])

@@ -53,7 +53,7 @@ class RequestTelemetry:
         self._metrics.in_flight.dec()
         seconds = time.perf_counter() - req.context.started
         # NOTE: the route template, not the path, keeps label and log cardinality bounded.
-        route = req.uri_template or "unmatched"
+        route = req.uri_template or resp.context.get("route") or "unmatched"
         status = resp.status_code
         self._metrics.requests.labels(req.method, route, str(status)).inc()
         self._metrics.request_seconds.labels(req.method, route).observe(seconds)
@@ -89,6 +89,13 @@ class ResponseCache:
         self._cache = cache
         self._metrics = metrics
 
+    async def process_request(self, req: Request, resp: Response) -> None:
+        """The fast path: a hit held in this process is answered before routing, without I/O."""
+        if req.method == "GET":
+            cached = self._cache.peek(f"{req.path}?{req.query_string}")
+            if cached is not None:
+                self._answer(req, resp, cached)
+
     async def process_resource(
         self, req: Request, resp: Response, resource: object, params: dict[str, Any]
     ) -> None:
@@ -99,20 +106,23 @@ class ResponseCache:
         key = f"{req.path}?{req.query_string}"
         cached, generation = await self._cache.get(resp.context.namespace, key)
         if cached is not None:
-            status, headers, body = cached
-            resp.set_headers(headers)
-            if not_modified_by_headers(req, headers):
-                resp.status = falcon.HTTP_304
-            else:
-                resp.status = status
-                resp.data = body
-            resp.set_header(CACHE_HEADER, "Hit")
-            resp.complete = True
-            self._metrics.cache_lookups.labels("hit").inc()
+            self._answer(req, resp, cached)
             return
         resp.context.cache_slot = (key, generation)
         resp.set_header(CACHE_HEADER, "Miss")
         self._metrics.cache_lookups.labels("miss").inc()
+
+    def _answer(self, req: Request, resp: Response, cached: list[Any]) -> None:
+        status, headers, body, resp.context.route = cached
+        resp.set_headers(headers)
+        if not_modified_by_headers(req, headers):
+            resp.status = falcon.HTTP_304
+        else:
+            resp.status = status
+            resp.data = body
+        resp.set_header(CACHE_HEADER, "Hit")
+        resp.complete = True
+        self._metrics.cache_lookups.labels("hit").inc()
 
     async def process_response(
         self, req: Request, resp: Response, resource: object, req_succeeded: bool
@@ -127,9 +137,8 @@ class ResponseCache:
             headers = {
                 name: value for name, value in resp.headers.items() if name != CACHE_HEADER.lower()
             }
-            await self._cache.set(
-                resp.context.namespace, key, generation, [200, headers, body or b""]
-            )
+            entry = [200, headers, body or b"", req.uri_template]
+            await self._cache.set(resp.context.namespace, key, generation, entry)
 
 
 class Lifespan:

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     cache_ttl: int = Field(3600, gt=0, description="Seconds a cached response lives.")
     cache_max_bytes: int = Field(
-        64 * MiB, gt=0, description="Byte budget of the in-process cache (used without Redis)."
+        64 * MiB, gt=0, description="Byte budget of each worker's in-process cache of responses."
     )
     min_thumb_size: int = Field(64, ge=1, description="Smallest thumbnail width or height.")
     max_upload_bytes: int = Field(32 * MiB, gt=0, description="Largest accepted upload body.")

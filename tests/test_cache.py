@@ -16,7 +16,8 @@ from service.metrics import Metrics
 async def cache(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cache]:
     store: RedisCache | MemoryCache
     if request.param == "redis":
-        store = RedisCache(request.getfixturevalue("redis_url"), ttl=60, metrics=Metrics())
+        url = request.getfixturevalue("redis_url")
+        store = RedisCache(url, ttl=60, metrics=Metrics(), local_max_bytes=1 << 20)
     else:
         store = MemoryCache(1024 * 1024, ttl=60, generations=tmp_path / "generations")
     async with store:
@@ -75,7 +76,7 @@ async def test_memory_cache_evicts_the_least_recently_used_past_its_budget(tmp_p
 async def test_entries_expire(tmp_path: Path, redis_url: str) -> None:
     stores = [
         MemoryCache(10_000, ttl=1, generations=tmp_path),
-        RedisCache(redis_url, ttl=1, metrics=Metrics()),
+        RedisCache(redis_url, ttl=1, metrics=Metrics(), local_max_bytes=1 << 20),
     ]
     for store in stores:
         async with store as cache:
@@ -84,3 +85,24 @@ async def test_entries_expire(tmp_path: Path, redis_url: str) -> None:
             assert (await cache.get("ns", "key"))[0] == b"value"
             await asyncio.sleep(1.1)
             assert (await cache.get("ns", "key"))[0] is None
+
+
+async def test_redis_cache_keeps_hot_entries_in_process_and_drops_them_on_announcements(
+    redis_url: str,
+) -> None:
+    first = RedisCache(redis_url, ttl=60, metrics=Metrics(), local_max_bytes=1 << 20)
+    second = RedisCache(redis_url, ttl=60, metrics=Metrics(), local_max_bytes=1 << 20)
+    async with first, second:
+        await asyncio.sleep(0.1)  # both subscribed
+        _, generation = await first.get("image:1", "/t?")
+        await first.set("image:1", "/t?", generation, [200, {}, b"thumbnail", "/t"])
+        assert first.peek("/t?") == [200, {}, b"thumbnail", "/t"]  # no Redis call needed
+        assert second.peek("/t?") is None  # not read there yet
+        assert (await second.get("image:1", "/t?"))[0] is not None
+        assert second.peek("/t?") is not None
+
+        await second.invalidate("image:1")
+        await asyncio.sleep(0.05)
+        assert first.peek("/t?") is None
+        assert second.peek("/t?") is None
+        assert (await first.get("image:1", "/t?"))[0] is None
