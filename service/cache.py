@@ -191,7 +191,11 @@ class RedisCache:
             created = await self._call(
                 self._client.set, generation_key, generation, nx=True, ex=self._ttl, get=True
             )
-            return None, (created or generation.encode()).decode()
+            if created is None and self._retry_at:
+                return None, ""  # Redis went away meanwhile
+            generation = (created or generation.encode()).decode()
+            self._remember(namespace, generation, heard)
+            return None, generation
         generation = generation.decode()
         self._remember(namespace, generation, heard)
         if packed is None:
