@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
@@ -18,11 +18,13 @@ from .metrics import Metrics
 from .validators import not_modified_by_headers
 
 access_log = logging.getLogger("asgilook.access")
+CACHE_HEADER = "X-ASGILook-Cache"
 REQUEST_ID_HEADER = "X-Request-ID"
+# Headers of a response that belong to its request, not to what a cache may replay.
+_PER_REQUEST = frozenset({CACHE_HEADER.lower(), REQUEST_ID_HEADER.lower()})
 # NOTE: a client's id is echoed into headers and logs, so only a safe, short one is kept.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
-CACHE_HEADER = "X-ASGILook-Cache"
 LISTING = "listing"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -38,10 +40,23 @@ class RequestTelemetry:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # NOTE: labels() costs a lock and a lookup per call; the hit path keeps its children.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _count(self, method: str, route: str, status: int, seconds: float) -> None:
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self._metrics.requests.labels(method, route, str(status)),
+                self._metrics.request_seconds.labels(method, route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def process_request(self, req: Request, resp: Response) -> None:
         given = req.get_header(REQUEST_ID_HEADER) or ""
-        identifier = given if _ACCEPTABLE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        identifier = given if _ACCEPTABLE_REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
         request_id.set(identifier)
         resp.set_header(REQUEST_ID_HEADER, identifier)
         req.context.started = time.perf_counter()
@@ -55,8 +70,9 @@ class RequestTelemetry:
         # NOTE: the route template, not the path, keeps label and log cardinality bounded.
         route = req.uri_template or resp.context.get("route") or "unmatched"
         status = resp.status_code
-        self._metrics.requests.labels(req.method, route, str(status)).inc()
-        self._metrics.request_seconds.labels(req.method, route).observe(seconds)
+        self._count(req.method, route, status, seconds)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         if resp.stream is None:
             length: int | None = len(await resp.render_body() or b"")
         else:
@@ -87,7 +103,8 @@ class ResponseCache:
 
     def __init__(self, cache: Cache, metrics: Metrics) -> None:
         self._cache = cache
-        self._metrics = metrics
+        self._hits = metrics.cache_lookups.labels("hit")
+        self._misses = metrics.cache_lookups.labels("miss")
 
     async def process_request(self, req: Request, resp: Response) -> None:
         """The fast path: a hit held in this process is answered before routing, without I/O."""
@@ -110,7 +127,7 @@ class ResponseCache:
             return
         resp.context.cache_slot = (key, generation)
         resp.set_header(CACHE_HEADER, "Miss")
-        self._metrics.cache_lookups.labels("miss").inc()
+        self._misses.inc()
 
     def _answer(self, req: Request, resp: Response, cached: list[Any]) -> None:
         status, headers, body, resp.context.route = cached
@@ -122,7 +139,7 @@ class ResponseCache:
             resp.data = body
         resp.set_header(CACHE_HEADER, "Hit")
         resp.complete = True
-        self._metrics.cache_lookups.labels("hit").inc()
+        self._hits.inc()
 
     async def process_response(
         self, req: Request, resp: Response, resource: object, req_succeeded: bool
@@ -135,7 +152,7 @@ class ResponseCache:
             key, generation = resp.context.cache_slot
             body = await resp.render_body()
             headers = {
-                name: value for name, value in resp.headers.items() if name != CACHE_HEADER.lower()
+                name: value for name, value in resp.headers.items() if name not in _PER_REQUEST
             }
             entry = [200, headers, body or b"", req.uri_template]
             await self._cache.set(resp.context.namespace, key, generation, entry)

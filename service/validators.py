@@ -34,6 +34,9 @@ def not_modified(req: Request, etag: str, modified: datetime) -> bool:
 
 def not_modified_by_headers(req: Request, headers: dict[str, str]) -> bool:
     """The same check for a cached response, from its stored headers."""
+    # NOTE: this runs on every cache hit: parse dates only for conditional requests.
+    if req.get_header("If-None-Match") is None and req.get_header("If-Modified-Since") is None:
+        return False
     etag, modified = headers.get("etag"), headers.get("last-modified")
     if etag is None or modified is None:
         return False

@@ -121,3 +121,11 @@ async def test_request_id_is_echoed_or_generated(
         assert echoed == given
     else:
         assert re.fullmatch(r"[0-9a-f]{32}", echoed)
+
+
+async def test_a_cache_hit_carries_its_own_request_id(client: falcon.testing.ASGIConductor) -> None:
+    await client.simulate_post("/images", body=samples.jpeg((128, 128)))
+    first = await client.simulate_get("/images", headers={"X-Request-ID": "first"})
+    second = await client.simulate_get("/images", headers={"X-Request-ID": "second"})
+    assert second.headers["X-ASGILook-Cache"] == "Hit"
+    assert (first.headers["X-Request-ID"], second.headers["X-Request-ID"]) == ("first", "second")
