@@ -28,8 +28,7 @@ Size = tuple[int, int]
 #   JPEG includes MPO, the multi-picture JPEG of phone cameras.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 STORED_QUALITY = 90
-ORIENTATION = 0x0112  # the EXIF tag
-THUMBNAIL_QUALITY = 75
+THUMBNAIL_QUALITY = 80
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
@@ -43,12 +42,9 @@ class NormalisedImage:
 
 
 def normalise(source: BinaryIO, max_pixels: int) -> NormalisedImage:
-    """Turn an upload into an upright sRGB JPEG without metadata.
+    """Decode an upload and re-encode it as an upright sRGB JPEG without metadata.
 
-    The pixel limit is checked from the header, before any pixel is decoded. A JPEG that is
-    already upright, colour-managed-free YCbCr is served as it is, minus its metadata: no
-    generation loss, and no full decode or re-encode (it is still decoded at 1/8 scale, which
-    reads every byte of it, to refuse a truncated or corrupt one).
+    The pixel limit is checked from the header, before any pixel is decoded.
     """
     try:
         image = Image.open(source, formats=ACCEPTED_FORMATS)
@@ -64,56 +60,13 @@ def normalise(source: BinaryIO, max_pixels: int) -> NormalisedImage:
             )
         original_type = image.get_format_mimetype() or "application/octet-stream"
         try:
-            if _servable_as_is(image):
-                image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
-                image.load()
-                source.seek(0)
-                return NormalisedImage(_without_metadata(source), (width, height), original_type)
             image.load()
-            # NOTE: in place, and no RGB copy of an RGB image: a 50 MP decode is 150 MB.
-            ImageOps.exif_transpose(image, in_place=True)
-            rgb = _to_srgb(image)
+            upright = ImageOps.exif_transpose(image)
+            rgb = _to_srgb(upright)
         # NOTE: hostile bytes reach deep into the decoders, which raise many exception types.
         except Exception as error:
             raise InvalidImage(f"the image is truncated or corrupt ({error})") from None
-        return NormalisedImage(_encode(rgb, STORED_QUALITY), rgb.size, original_type)
-
-
-def _servable_as_is(image: Image.Image) -> bool:
-    """A YCbCr JPEG, upright, without a colour profile to apply."""
-    return (
-        image.format in ("JPEG", "MPO")
-        and image.mode == "RGB"
-        and image.getexif().get(ORIENTATION, 1) == 1
-        and "icc_profile" not in image.info
-    )
-
-
-def _without_metadata(source: BinaryIO) -> bytes:
-    """The first JPEG of a file with only what decoding needs: no EXIF, XMP, IPTC, comments.
-
-    Segments before the scan are kept if they are not metadata (APP0 JFIF and APP14 Adobe,
-    which tells how to read the colours, are kept); then the image data up to the first EOI,
-    which drops what follows it, such as the second picture of an MPO file and its EXIF.
-    """
-    output = bytearray(source.read(2))
-    if output != b"\xff\xd8":
-        raise InvalidImage("not a JPEG stream")
-    while True:
-        marker = source.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
-            raise InvalidImage("a JPEG segment is malformed")
-        if marker[1] == 0xDA:  # start of scan: the image data follows
-            scan_start = len(output)
-            output += marker + source.read()
-            end = output.find(b"\xff\xd9", scan_start)
-            if end < 0:
-                raise InvalidImage("the JPEG has no end")
-            return bytes(output[: end + 2])
-        length_bytes = source.read(2)
-        segment = marker + length_bytes + source.read(int.from_bytes(length_bytes, "big") - 2)
-        if not (0xE1 <= marker[1] <= 0xEF or marker[1] == 0xFE) or marker[1] == 0xEE:
-            output += segment
+    return NormalisedImage(_encode(rgb, STORED_QUALITY), rgb.size, original_type)
 
 
 def thumbnail(jpeg: bytes, size: Size) -> bytes:
@@ -141,7 +94,7 @@ def _to_srgb(image: Image.Image) -> Image.Image:
             converted = None  # an unusable profile: keep the pixels as they are
         if converted is not None:
             return converted
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return image.convert("RGB")
 
 
 def _encode(image: Image.Image, quality: int) -> bytes:
