@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,9 +65,11 @@ class Server:
         self.name, self.port = name, free_port()
         self.log = open(cwd / f"{name}.log", "wb")  # noqa: SIM115 (closed by stop())
         command = [part.replace("{port}", str(self.port)) for part in command]
+        # NOTE: a session of its own, so that stop() also ends the processes it forks.
         self.process = subprocess.Popen(
-            command, env={**os.environ, **env}, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT
-        )
+            command, env={**os.environ, **env}, cwd=cwd, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait(self, path: str) -> Server:
@@ -92,11 +95,12 @@ class Server:
         return max(peaks)
 
     def stop(self) -> None:
-        self.process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
 
 
