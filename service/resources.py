@@ -85,12 +85,12 @@ class Image:
         requested = _requested_range(req, etag=str(image_id))
         if requested is None and not _is_conditional(req):
             stored = await self._images.open(image_id)  # one storage call in the common case
+            self._answer_headers(req, resp, stored.record)  # never a 304: nothing to compare
         else:
             stat = await self._images.stat(image_id)
             if self._answer_headers(req, resp, stat.record):
                 return
             stored = await self._images.open(image_id, requested)
-        self._answer_headers(req, resp, stored.record)
         resp.stream = stored
         if stored.byte_range is None:
             resp.content_length = stored.length
