@@ -342,9 +342,6 @@ def write_results(rows: list[tuple[str, str, str, str]], args: argparse.Namespac
         *[f"| {figure} | {ours} | {base} | {ratio} |" for figure, ours, base, ratio in rows],
         "",
     ]
-    notes = BENCH / "RESULTS.notes.md"
-    if notes.exists():
-        lines += [notes.read_text()]
     (BENCH / "RESULTS.md").write_text("\n".join(lines))
 
 
