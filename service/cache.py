@@ -13,7 +13,6 @@ namespaces are dropped, in every worker, by a message on a Redis pub/sub channel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -159,10 +158,15 @@ class RedisCache:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._redis is not None and self._listener is not None
-        self._listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._listener
-        await self._redis.aclose()
+        try:
+            # NOTE: redis-py subscribes through asyncio.wait_for, which in Python 3.11 can
+            #   swallow a cancellation (CPython gh-86296): cancel until the listener is gone.
+            #   asyncio.wait, unlike awaiting the task, lets our own cancellation through.
+            while not self._listener.done():
+                self._listener.cancel()
+                await asyncio.wait([self._listener], timeout=0.1)
+        finally:
+            await self._redis.aclose()
 
     async def check(self) -> None:
         await self._client.ping()

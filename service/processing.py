@@ -28,7 +28,8 @@ Size = tuple[int, int]
 #   JPEG includes MPO, the multi-picture JPEG of phone cameras.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 STORED_QUALITY = 90
-THUMBNAIL_QUALITY = 80
+ORIENTATION = 0x0112  # the EXIF tag
+THUMBNAIL_QUALITY = 75
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
@@ -42,9 +43,12 @@ class NormalisedImage:
 
 
 def normalise(source: BinaryIO, max_pixels: int) -> NormalisedImage:
-    """Decode an upload and re-encode it as an upright sRGB JPEG without metadata.
+    """Turn an upload into an upright sRGB JPEG without metadata.
 
-    The pixel limit is checked from the header, before any pixel is decoded.
+    The pixel limit is checked from the header, before any pixel is decoded. A JPEG that is
+    already upright, colour-managed-free YCbCr is served as it is, minus its metadata: no
+    generation loss, and no full decode or re-encode (it is still decoded at 1/8 scale, which
+    reads every byte of it, to refuse a truncated or corrupt one).
     """
     try:
         image = Image.open(source, formats=ACCEPTED_FORMATS)
@@ -60,13 +64,65 @@ def normalise(source: BinaryIO, max_pixels: int) -> NormalisedImage:
             )
         original_type = image.get_format_mimetype() or "application/octet-stream"
         try:
+            if _servable_as_is(image):
+                image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
+                image.load()
+                source.seek(0)
+                stripped = _without_metadata(source.read())
+                if stripped is not None:
+                    return NormalisedImage(stripped, (width, height), original_type)
+                source.seek(0)
+                image = Image.open(source, formats=ACCEPTED_FORMATS)
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = _to_srgb(upright)
+            # NOTE: in place, and no RGB copy of an RGB image: a 50 MP decode is 150 MB.
+            ImageOps.exif_transpose(image, in_place=True)
+            rgb = _to_srgb(image)
         # NOTE: hostile bytes reach deep into the decoders, which raise many exception types.
         except Exception as error:
             raise InvalidImage(f"the image is truncated or corrupt ({error})") from None
-    return NormalisedImage(_encode(rgb, STORED_QUALITY), rgb.size, original_type)
+        return NormalisedImage(_encode(rgb, STORED_QUALITY), rgb.size, original_type)
+
+
+def _servable_as_is(image: Image.Image) -> bool:
+    """A YCbCr JPEG, upright, without a colour profile to apply."""
+    return (
+        image.format in ("JPEG", "MPO")
+        and image.mode == "RGB"
+        and image.getexif().get(ORIENTATION, 1) == 1
+        and "icc_profile" not in image.info
+    )
+
+
+def _without_metadata(jpeg: bytes) -> bytes | None:
+    """The first JPEG of a file with only what decoding needs: no EXIF, XMP, IPTC, comments.
+
+    Segments before the scan are kept unless they are metadata (APP0 JFIF and APP14 Adobe,
+    which says how to read the colours, stay); then the image data up to the first EOI, which
+    drops what follows, such as the second picture of an MPO file and its EXIF. None if the
+    layout is not the plain one this expects: the caller then re-encodes.
+    """
+    if not jpeg.startswith(b"\xff\xd8"):
+        return None
+    output = bytearray(jpeg[:2])
+    position = 2
+    while position + 4 <= len(jpeg):
+        if jpeg[position] != 0xFF:
+            return None
+        marker = jpeg[position + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xDA:  # start of scan: the image data follows
+            end = jpeg.find(b"\xff\xd9", position)
+            return None if end < 0 else bytes(output + jpeg[position : end + 2])
+        length = int.from_bytes(jpeg[position + 2 : position + 4], "big")
+        segment = jpeg[position : position + 2 + length]
+        if length < 2 or len(segment) != 2 + length:
+            return None
+        if not (0xE1 <= marker <= 0xEF or marker == 0xFE) or marker == 0xEE:
+            output += segment
+        position += 2 + length
+    return None
 
 
 def thumbnail(jpeg: bytes, size: Size) -> bytes:
@@ -94,7 +150,7 @@ def _to_srgb(image: Image.Image) -> Image.Image:
             converted = None  # an unusable profile: keep the pixels as they are
         if converted is not None:
             return converted
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _encode(image: Image.Image, quality: int) -> bytes:

@@ -266,3 +266,17 @@ async def test_cpu_work_leaves_the_event_loop_free(
     # Answered while the 12 MP renders still run: they are not blocking the loop.
     assert not all(render.done() for render in renders)
     assert all(result.status_code == 200 for result in await asyncio.gather(*renders))
+
+
+async def test_an_upright_phone_photo_is_served_without_its_gps_position(
+    client: ASGIConductor,
+) -> None:
+    photo = Image.open(io.BytesIO(samples.jpeg((400, 300))))
+    exif = photo.getexif()
+    exif[samples.GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    body = io.BytesIO()
+    photo.save(body, "JPEG", exif=exif)
+    created = await upload(client, body.getvalue())
+    served = (await client.simulate_get(created["image"])).content
+    assert not samples.has_exif(served)
+    assert decode(served).size == (400, 300)

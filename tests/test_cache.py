@@ -106,3 +106,13 @@ async def test_redis_cache_keeps_hot_entries_in_process_and_drops_them_on_announ
         assert first.peek("/t?") is None
         assert second.peek("/t?") is None
         assert (await first.get("image:1", "/t?"))[0] is None
+
+
+async def test_redis_cache_closes_whenever_it_is_closed(redis_url: str) -> None:
+    """Closing while the invalidation listener still subscribes must not hang: redis-py
+    subscribes through asyncio.wait_for, which in Python 3.11 can swallow a cancellation."""
+    for step in range(60):
+        store = RedisCache(redis_url, ttl=60, metrics=Metrics(), local_max_bytes=1 << 20)
+        async with asyncio.timeout(5):
+            async with store:
+                await asyncio.sleep(step / 10_000)  # 0 to 6 ms: every stage of subscribing

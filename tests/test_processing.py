@@ -75,3 +75,44 @@ def test_thumbnails_have_exactly_the_requested_size(size: tuple[int, int]) -> No
     source = normalise(samples.jpeg((4001, 2999))).jpeg
     thumbnail = Image.open(io.BytesIO(processing.thumbnail(source, size)))
     assert (thumbnail.format, thumbnail.size) == ("JPEG", size)
+
+
+def _jpeg_with_metadata(mpo: bool = False, progressive: bool = False) -> bytes:
+    """An upright camera JPEG: EXIF with a GPS position, XMP and a comment; or an MPO pair."""
+    image = Image.open(io.BytesIO(samples.jpeg((320, 240))))
+    exif = image.getexif()
+    exif[samples.ORIENTATION] = 1
+    exif[samples.GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    output = io.BytesIO()
+    options = {"exif": exif, "comment": b"shot at home", "xmp": b"<x:xmpmeta>secret</x:xmpmeta>"}
+    if mpo:
+        image.save(output, "MPO", save_all=True, append_images=[image], **options)
+    else:
+        image.save(output, "JPEG", quality=92, progressive=progressive, **options)
+    return output.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "mpo"])
+def test_upright_jpegs_are_served_losslessly_without_metadata(kind: str) -> None:
+    upload = _jpeg_with_metadata(mpo=kind == "mpo", progressive=kind == "progressive")
+    assert b"Exif" in upload and b"secret" in upload and b"shot at home" in upload
+    result = normalise(upload)
+    for leak in (b"Exif", b"secret", b"shot at home", b"GPS"):
+        assert leak not in result.jpeg
+    assert len(result.jpeg) < len(upload)
+    served, original = Image.open(io.BytesIO(result.jpeg)), Image.open(io.BytesIO(upload))
+    assert served.size == result.size == (320, 240)
+    assert served.tobytes() == original.convert("RGB").tobytes()  # the same pixels: no re-encode
+    assert result.original_type == ("image/mpo" if kind == "mpo" else "image/jpeg")
+
+
+def test_a_jpeg_laid_out_unusually_is_re_encoded_not_refused() -> None:
+    """libjpeg skips stray bytes between segments; the lossless path does not guess, it falls
+    back to a full decode and re-encode."""
+    upload = samples.jpeg((400, 300))
+    after_jfif = 4 + int.from_bytes(upload[4:6], "big")
+    upload = upload[:after_jfif] + b"\x00\x00" + upload[after_jfif:]
+    result = normalise(upload)
+    served = Image.open(io.BytesIO(result.jpeg))
+    served.load()
+    assert served.size == result.size == (400, 300)
