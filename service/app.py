@@ -13,6 +13,7 @@ import uuid6
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
 from .images import ImageService, ImageWorkers, Storage, utc_now
+from .levels import Levels
 from .metrics import Metrics
 from .middleware import Lifespan, RequestTelemetry, ResponseCache
 from .resources import (
@@ -70,6 +71,7 @@ def create_app(
     images = ImageService(
         storage,
         workers,
+        Levels(settings.level_cache_bytes),
         metrics=metrics,
         max_upload_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,

@@ -25,6 +25,7 @@ from .errors import (
     RangeNotSatisfiable,
     UploadTooLarge,
 )
+from .levels import Levels
 from .metrics import Metrics
 
 Size = tuple[int, int]
@@ -190,6 +191,7 @@ class ImageService:
         self,
         storage: Storage,
         workers: ImageWorkers,
+        levels: Levels,
         *,
         metrics: Metrics,
         max_upload_bytes: int,
@@ -200,6 +202,7 @@ class ImageService:
     ) -> None:
         self._storage = storage
         self._workers = workers
+        self._levels = levels
         self._metrics = metrics
         self._max_upload_bytes = max_upload_bytes
         self._max_image_pixels = max_image_pixels
@@ -275,13 +278,24 @@ class ImageService:
         return await asyncio.shield(render)
 
     async def _render(self, image_id: UUID, size: Size) -> tuple[ImageRecord, bytes]:
-        stored = await self._storage.open(image_id)
-        try:
-            self._check_thumbnail_size(stored.record, size)
-            jpeg = await stored.read_all()
-        finally:
-            await stored.close()
-        return stored.record, await self._workers.run(processing.thumbnail, jpeg, size)
+        level = await self._levels.find(image_id, size)
+        if level is not None:
+            # NOTE: the image may have been deleted since its level was decoded.
+            record = await self.thumbnail_record(image_id, size)
+            return record, await self._workers.run(processing.render, level, size)
+        with self._levels.rendering(image_id, size) as hand_on:
+            stored = await self._storage.open(image_id)
+            try:
+                self._check_thumbnail_size(stored.record, size)
+                jpeg = await stored.read_all()
+            finally:
+                await stored.close()
+            level = await self._workers.run(processing.decode, jpeg, size)
+            # NOTE: shrunk for the next size down; a level decoded larger than needed (libjpeg
+            #   scales by 1/8 at most) may serve larger sizes too.
+            smaller = [s for s in self.thumbnail_sizes(stored.record) if s[0] < size[0]]
+            hand_on(await self._workers.run(processing.shrink, level, (smaller or [size])[0]))
+            return stored.record, await self._workers.run(processing.render, level, size)
 
     def _check_thumbnail_size(self, record: ImageRecord, size: Size) -> None:
         if size not in self.thumbnail_sizes(record):
@@ -289,6 +303,7 @@ class ImageService:
 
     async def delete(self, image_id: UUID) -> None:
         await self._storage.delete(image_id)
+        self._levels.forget(image_id)
 
     async def _spool(self, body: AsyncIterable[bytes], spool: IO[bytes]) -> int:
         received = 0

@@ -6,7 +6,7 @@ import io
 import struct
 import zlib
 
-from PIL import Image
+from PIL import Image, ImageFilter
 
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112
@@ -38,6 +38,17 @@ def jpeg(size: tuple[int, int], quality: int = 85) -> bytes:
     image = Image.merge("RGB", (gradient, noise, gradient.transpose(Image.Transpose.ROTATE_180)))
     output = io.BytesIO()
     image.save(output, "JPEG", quality=quality)
+    return output.getvalue()
+
+
+def smooth_photo(size: tuple[int, int]) -> bytes:
+    """Gradients and soft detail, closer to a camera photo than jpeg(): resampling errors
+    show in it instead of drowning in noise."""
+    gradient = Image.linear_gradient("L").resize(size)
+    detail = Image.effect_noise(size, 64).filter(ImageFilter.GaussianBlur(1.5))
+    image = Image.merge("RGB", (gradient, detail, gradient.transpose(Image.Transpose.ROTATE_180)))
+    output = io.BytesIO()
+    image.save(output, "JPEG", quality=90)
     return output.getvalue()
 
 

@@ -11,12 +11,17 @@ import falcon.testing
 from service.app import create_app
 from service.settings import Settings
 
+from . import samples
 from .test_operations import samples_of
 
 
-async def renders(client: falcon.testing.ASGIConductor) -> float:
+async def image_work(client: falcon.testing.ASGIConductor, operation: str) -> float:
     metrics = samples_of((await client.simulate_get("/metrics")).text)
-    return metrics.get(("asgilook_image_render_seconds_count", (("operation", "thumbnail"),)), 0)
+    return metrics.get(("asgilook_image_render_seconds_count", (("operation", operation),)), 0)
+
+
+async def renders(client: falcon.testing.ASGIConductor) -> float:
+    return await image_work(client, "render")
 
 
 async def test_simultaneous_identical_misses_share_one_render(
@@ -32,6 +37,29 @@ async def test_simultaneous_identical_misses_share_one_render(
     await client.simulate_get(path)
     await client.simulate_get(image["thumbnails"][1])
     assert await renders(client) == 2
+
+
+async def test_smaller_thumbnails_are_made_from_pixels_already_decoded(
+    client: falcon.testing.ASGIConductor, photo_12mp: bytes
+) -> None:
+    image = (await client.simulate_post("/images", body=photo_12mp)).json
+    assert len(image["thumbnails"]) == 5  # 2000x1500 down to 125x93
+    for path in image["thumbnails"]:
+        thumbnail = await client.simulate_get(path)
+        assert thumbnail.status_code == 200
+        assert thumbnail.headers["Content-Type"] == "image/jpeg"
+    assert await image_work(client, "decode") == 1
+    assert await renders(client) == 5
+
+
+async def test_pixels_kept_of_a_deleted_image_make_no_thumbnail(
+    client: falcon.testing.ASGIConductor,
+) -> None:
+    image = (await client.simulate_post("/images", body=samples.jpeg((800, 600)))).json
+    assert (await client.simulate_get(image["thumbnails"][0])).status_code == 200
+    assert (await client.simulate_delete(image["image"])).status_code == 204
+    assert (await client.simulate_get(image["thumbnails"][1])).status_code == 404
+    assert await image_work(client, "decode") == 1
 
 
 async def test_a_full_render_queue_answers_503_with_retry_after(

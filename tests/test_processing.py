@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from service import processing
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedImage
@@ -73,8 +74,31 @@ def test_bad_input(data: bytes, error: type[Exception]) -> None:
 @pytest.mark.parametrize("size", [(2000, 1500), (1000, 750), (333, 249), (65, 64), (1, 1)])
 def test_thumbnails_have_exactly_the_requested_size(size: tuple[int, int]) -> None:
     source = normalise(samples.jpeg((4001, 2999))).jpeg
-    thumbnail = Image.open(io.BytesIO(processing.thumbnail(source, size)))
+    level = processing.decode(source, size)
+    thumbnail = Image.open(io.BytesIO(processing.render(level, size)))
     assert (thumbnail.format, thumbnail.size) == ("JPEG", size)
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    squares = ImageStat.Stat(ImageChops.difference(a, b)).sum2
+    return 10 * math.log10(255**2 * 3 * a.width * a.height / sum(squares))
+
+
+def test_a_thumbnail_made_down_the_mipmap_chain_is_as_faithful_as_one_from_the_source() -> None:
+    source = samples.smooth_photo((2000, 1500))
+    full = Image.open(io.BytesIO(source)).convert("RGB")
+    chain = processing.shrink(processing.decode(source, (1000, 750)), (500, 375))
+    assert chain.size == (500, 375)  # halved once more than the 1000x750 render needed
+    for size in [(500, 375), (250, 187), (125, 93)]:
+        ideal = full.resize(size, Image.Resampling.LANCZOS)
+        direct = decoded(processing.render(processing.decode(source, size), size))
+        from_chain = decoded(processing.render(chain, size))
+        assert from_chain.size == size
+        assert _psnr(ideal, from_chain) > _psnr(ideal, direct) - 0.5
+
+
+def decoded(jpeg: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(jpeg)).convert("RGB")
 
 
 def _jpeg_with_metadata(mpo: bool = False, progressive: bool = False) -> bytes:
