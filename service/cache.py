@@ -215,9 +215,9 @@ class RedisCache:
         if generation:
             packed = msgpack.packb([generation, value], use_bin_type=True)
             entry_key = self._entry_key(namespace, key)
+            # NOTE: not copied in process yet: only what is asked for again is hot, so one-off
+            #   renders do not crowd out the hot entries (nor fill the worker's memory).
             await self._call(self._client.set, entry_key, packed, ex=self._ttl)
-            if self._generations.get(namespace) == generation:
-                self._local.put(namespace, key, generation, value)
 
     async def invalidate(self, *namespaces: str) -> None:
         """Invalidate, then wait until the message has come back through the channel.

@@ -142,10 +142,13 @@ class Level:
 
 def decode(jpeg: bytes, size: Size) -> Level:
     """Decode a stored JPEG at the smallest scale that is still at least `size`."""
-    with Image.open(io.BytesIO(jpeg), formats=("JPEG",)) as image:
-        # NOTE: draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: far less work.
-        image.draft("RGB", size)
-        return Level(image.convert("RGB"))
+    # NOTE: no `with`: closing the image would free the pixels; load() lets go of the bytes.
+    image = Image.open(io.BytesIO(jpeg), formats=("JPEG",))
+    # NOTE: draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: far less work.
+    image.draft("RGB", size)
+    image.load()
+    # NOTE: convert() would copy even an RGB image: 9 MB more at 2000x1500.
+    return Level(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def shrink(level: Level, size: Size) -> Level:

@@ -96,6 +96,8 @@ async def test_redis_cache_keeps_hot_entries_in_process_and_drops_them_on_announ
         await asyncio.sleep(0.1)  # both subscribed
         _, generation = await first.get("image:1", "/t?")
         await first.set("image:1", "/t?", generation, [200, {}, b"thumbnail", "/t"])
+        assert first.peek("/t?") is None  # not hot yet: asked for once
+        assert (await first.get("image:1", "/t?"))[0] is not None
         assert first.peek("/t?") == [200, {}, b"thumbnail", "/t"]  # no Redis call needed
         assert second.peek("/t?") is None  # not read there yet
         assert (await second.get("image:1", "/t?"))[0] is not None
