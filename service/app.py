@@ -15,7 +15,7 @@ from .errors import ServiceError
 from .images import ImageService, ImageWorkers, Storage, utc_now
 from .levels import Levels
 from .metrics import Metrics
-from .middleware import Lifespan, RequestTelemetry, ResponseCache
+from .middleware import ASGIApp, HotResponses, Lifespan, RequestTelemetry, ResponseCache
 from .resources import (
     Image,
     ImageList,
@@ -35,7 +35,7 @@ def create_app(
     *,
     new_id: Callable[[], UUID] = uuid6.uuid7,
     clock: Callable[[], datetime] = utc_now,
-) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
+) -> ASGIApp:
     """Build the ASGI app; clients open on lifespan startup and close on shutdown."""
     metrics = Metrics()
     storage: Storage
@@ -80,8 +80,9 @@ def create_app(
         clock=clock,
     )
 
+    telemetry = RequestTelemetry(metrics)
     middleware: list[Any] = [
-        RequestTelemetry(metrics),
+        telemetry,
         Lifespan(storage, cache, workers),
         ResponseCache(cache, metrics),
     ]
@@ -93,4 +94,4 @@ def create_app(
     app.add_route("/readyz", Readiness(storage, cache))
     app.add_route("/metrics", MetricsEndpoint(metrics))
     app.add_error_handler(ServiceError, service_error)
-    return app
+    return HotResponses(app, cache, telemetry, metrics)

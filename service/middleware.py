@@ -1,11 +1,14 @@
-"""Falcon middleware: request telemetry, the tutorial's response cache made safe, the lifespan."""
+"""Request telemetry, the tutorial's response cache made safe, hot hits answered in front of
+Falcon, and the lifespan of long-lived clients."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
@@ -24,6 +27,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _PER_REQUEST = frozenset({CACHE_HEADER.lower(), REQUEST_ID_HEADER.lower()})
 # NOTE: a client's id is echoed into headers and logs, so only a safe, short one is kept.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LISTING = "listing"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -42,8 +51,28 @@ class RequestTelemetry:
         self._metrics = metrics
         # NOTE: labels() costs a lock and a lookup per call; the hit path keeps its children.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # NOTE: generated ids are a random prefix of this process and a counter: unique, and
+        #   cheaper than 16 random bytes a request.
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = itertools.count(1)
 
-    def _count(self, method: str, route: str, status: int, seconds: float) -> None:
+    def start(self, given: str) -> str:
+        """Count a request in flight; its id is the client's if acceptable, else a new one."""
+        if _ACCEPTABLE_REQUEST_ID.fullmatch(given):
+            identifier = given
+        else:
+            identifier = f"{self._id_prefix}{next(self._id_counter):016x}"
+        request_id.set(identifier)
+        self._metrics.in_flight.inc()
+        return identifier
+
+    def finish(
+        self, request: tuple[str, str, str], status: int, started: float, **log: Any
+    ) -> None:
+        """Count a request (method, path, route) answered; log it with `log`'s fields."""
+        self._metrics.in_flight.dec()
+        seconds = time.perf_counter() - started
+        method, path, route = request
         children = self._children.get((method, route, status))
         if children is None:
             children = (
@@ -53,45 +82,97 @@ class RequestTelemetry:
             self._children[(method, route, status)] = children
         children[0].inc()
         children[1].observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s",
+                method,
+                path,
+                status,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    **log,
+                },
+            )
 
     async def process_request(self, req: Request, resp: Response) -> None:
-        given = req.get_header(REQUEST_ID_HEADER) or ""
-        identifier = given if _ACCEPTABLE_REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
-        request_id.set(identifier)
-        resp.set_header(REQUEST_ID_HEADER, identifier)
+        resp.set_header(REQUEST_ID_HEADER, self.start(req.get_header(REQUEST_ID_HEADER) or ""))
         req.context.started = time.perf_counter()
-        self._metrics.in_flight.inc()
 
     async def process_response(
         self, req: Request, resp: Response, resource: object, req_succeeded: bool
     ) -> None:
-        self._metrics.in_flight.dec()
-        seconds = time.perf_counter() - req.context.started
+        length = None
+        if access_log.isEnabledFor(logging.INFO):
+            if resp.stream is None:
+                length = len(await resp.render_body() or b"")
+            elif resp.content_length is not None:
+                length = int(resp.content_length)
         # NOTE: the route template, not the path, keeps label and log cardinality bounded.
         route = req.uri_template or resp.context.get("route") or "unmatched"
-        status = resp.status_code
-        self._count(req.method, route, status, seconds)
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        if resp.stream is None:
-            length: int | None = len(await resp.render_body() or b"")
-        else:
-            length = int(resp.content_length) if resp.content_length is not None else None
-        access_log.info(
-            "%s %s %s",
-            req.method,
-            req.relative_uri,
-            status,
-            extra={
-                "method": req.method,
-                "path": req.relative_uri,
-                "route": route,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "bytes": length,
-                "cache": resp.get_header(CACHE_HEADER),
-            },
+        self.finish(
+            (req.method, req.relative_uri, route),
+            resp.status_code,
+            req.context.started,
+            bytes=length,
+            cache=resp.get_header(CACHE_HEADER),
         )
+
+
+class HotResponses:
+    """The ASGI app in front of Falcon: a plain GET whose response this process holds in memory
+    (Cache.peek: a hot entry, current in every worker) is answered here, without building
+    Falcon's request, response and middleware chain. Everything else goes on to Falcon.
+    """
+
+    def __init__(
+        self, app: ASGIApp, cache: Cache, telemetry: RequestTelemetry, metrics: Metrics
+    ) -> None:
+        self._app = app
+        self._cache = cache
+        self._telemetry = telemetry
+        self._hits = metrics.cache_lookups.labels("hit")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return await self._app(scope, receive, send)
+        # NOTE: the key ResponseCache stores under: Falcon's req.path and req.query_string.
+        query = scope["query_string"].decode()
+        cached = self._cache.peek(f"{scope['path'] or '/'}?{query}")
+        if cached is None:
+            return await self._app(scope, receive, send)
+        # NOTE: ASGI allows headers (and each pair) to be one-pass iterables: keep them.
+        scope["headers"] = headers = [(name, value) for name, value in scope["headers"]]
+        given = ""
+        for name, value in headers:
+            if name in _CONDITIONAL:
+                return await self._app(scope, receive, send)  # a 304 is Falcon's to answer
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+        started = time.perf_counter()
+        identifier = self._telemetry.start(given)
+        status, stored_headers, body, route = cached
+        try:
+            await send({
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    *((name.encode(), value.encode()) for name, value in stored_headers.items()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-asgilook-cache", b"Hit"),
+                    (b"x-request-id", identifier.encode()),
+                ],
+            })  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            self._hits.inc()
+            path = f"{scope['path']}?{query}" if query else scope["path"]
+            self._telemetry.finish(
+                ("GET", path, route), status, started, bytes=len(body), cache="Hit"
+            )
 
 
 class ResponseCache:
@@ -105,13 +186,6 @@ class ResponseCache:
         self._cache = cache
         self._hits = metrics.cache_lookups.labels("hit")
         self._misses = metrics.cache_lookups.labels("miss")
-
-    async def process_request(self, req: Request, resp: Response) -> None:
-        """The fast path: a hit held in this process is answered before routing, without I/O."""
-        if req.method == "GET":
-            cached = self._cache.peek(f"{req.path}?{req.query_string}")
-            if cached is not None:
-                self._answer(req, resp, cached)
 
     async def process_resource(
         self, req: Request, resp: Response, resource: object, params: dict[str, Any]

@@ -9,6 +9,7 @@ import pytest
 from falcon.testing import ASGIConductor
 
 from . import samples
+from .test_operations import samples_of
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -132,3 +133,23 @@ async def test_byte_ranges(client: ASGIConductor, image: dict) -> None:
         image["image"], headers={"Range": "bytes=0-9", "If-Range": '"stale"'}
     )
     assert (result.status_code, result.content) == (200, whole)
+
+
+async def test_hot_hits_answer_exactly_as_the_first_response_did(
+    client: ASGIConductor, image: dict
+) -> None:
+    """Hot hits are answered in front of Falcon: same bytes and headers, own id, counted."""
+    path = image["thumbnails"][0]
+    first = await client.simulate_get(path)
+    hits = [await client.simulate_get(path, headers={"X-Request-ID": f"hit-{n}"}) for n in range(3)]
+    for n, hit in enumerate(hits):
+        assert (hit.status_code, hit.headers["X-ASGILook-Cache"]) == (200, "Hit")
+        assert hit.headers["X-Request-ID"] == f"hit-{n}"
+        assert hit.content == first.content
+        for name in ("Content-Type", "Content-Length", "ETag", "Last-Modified", "Cache-Control"):
+            assert hit.headers[name] == first.headers[name]
+    metrics = samples_of((await client.simulate_get("/metrics")).text)
+    route = "/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg"
+    labels = (("method", "GET"), ("route", route), ("status", "200"))
+    assert metrics[("asgilook_http_requests_total", labels)] == 4
+    assert metrics[("asgilook_cache_lookups_total", (("result", "hit"),))] == 3

@@ -122,6 +122,8 @@ async def test_request_id_is_echoed_or_generated(
         assert echoed == given
     else:
         assert re.fullmatch(r"[0-9a-f]{32}", echoed)
+        again = await client.simulate_get("/images", headers={"X-Request-ID": given})
+        assert again.headers["X-Request-ID"] != echoed
 
 
 async def test_a_cache_hit_carries_its_own_request_id(client: falcon.testing.ASGIConductor) -> None:
