@@ -175,6 +175,7 @@ def servers_started(args: argparse.Namespace, work: Path) -> Iterator[dict[str, 
             "AWS_ACCESS_KEY_ID": SeaweedFS.ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SeaweedFS.SECRET_KEY,
             "MALLOC_ARENA_MAX": "2",
+            "MALLOC_MMAP_THRESHOLD_": "4194304",
         }
         uvicorn = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--app-dir", str(REPO)]
         for name, workers in [("asgilook", 2), ("asgilook-1w", 1)]:
@@ -203,6 +204,10 @@ def servers_started(args: argparse.Namespace, work: Path) -> Iterator[dict[str, 
             "ENGINE = 'thumbor.engines.pil'\n"
             "QUALITY = 75\nPROGRESSIVE_JPEG = False\nAUTO_WEBP = False\n"
             "ALLOW_UNSAFE_URL = True\n"
+            # NOTE: without a pool, a thumbor process renders on its event loop: when the kernel
+            #   hands most of wrk's connections to one process, thumbor runs at half speed
+            #   (measured: 26 or 52 req/s from one run to the next). Two threads steady it.
+            "ENGINE_THREADPOOL_SIZE = 2\n"
         )
         thumbor = str(Path(venv_python("thumbor")).parent / "thumbor")
         started["thumbor"] = Server(
@@ -341,6 +346,31 @@ def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+NOTES = """
+Notes:
+- Misses: every request is a thumbnail never rendered before (one URL per image and size; a run
+  that repeats one is marked INVALID). In the mix, the sizes of one image are asked together, so
+  ASGILook's mipmap chain (a render hands its decoded pixels to the smaller sizes) decodes each
+  source about once for five thumbnails; thumbor, the seed and the raw Pillow ceiling decode it
+  five times. "2000x1500 only" has no smaller size to share with: one decode per request.
+- The raw Pillow ceiling: draft() + LANCZOS resize + save at quality 75, the mix in a loop, in 2
+  processes (and 2 threads: the last row). Threads reach about 0.9x of processes, because Pillow
+  releases the GIL while it decodes, resizes and encodes: the service keeps a thread pool.
+- thumbor runs with ENGINE_THREADPOOL_SIZE = 2: without it, a process renders on its event loop
+  and, when the kernel hands most connections to one of the two processes, thumbor runs at half
+  speed (26 or 52 req/s from one run to the next, measured).
+- ASGILook runs as the container does: uvicorn with 2 workers (1 for the 1-worker rows),
+  MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=4194304 (decoded 2000x1500 images are mapped
+  and returned to the system when freed, rather than fragmenting the heap: about 10 MB less per
+  worker). Peak RSS is the largest VmHWM of the workers, reset before the miss run.
+- Hits: one hot thumbnail; ASGILook answers it in an ASGI wrapper in front of Falcon, from the
+  worker's memory, with the same headers, metrics and request id as Falcon would. The bare app
+  is Falcon returning the same bytes with no middleware, under the same uvicorn settings.
+- A 30 MB upload adds < 64 MB: tests/test_e2e.py checks a 160 MB streamed upload adds < 32 MiB
+  of peak RSS to the server process.
+"""
+
+
 def write_results(rows: list[Row], args: argparse.Namespace) -> None:
     lines = [
         "# Benchmark results",
@@ -358,7 +388,7 @@ def write_results(rows: list[Row], args: argparse.Namespace) -> None:
         "| Figure | ASGILook | Baseline (same run) | Ratio | Target (issue 4) |",
         "|---|---|---|---|---|",
         *[f"| {' | '.join(row)} |" for row in rows],
-        "",
+        NOTES,
     ]
     (BENCH / "RESULTS.md").write_text("\n".join(lines))
 

@@ -137,7 +137,8 @@ class Level:
 
     @property
     def nbytes(self) -> int:
-        return self.pixels.width * self.pixels.height * len(self.pixels.getbands())
+        # NOTE: Pillow keeps an RGB pixel in 4 bytes.
+        return self.pixels.width * self.pixels.height * 4
 
 
 def decode(jpeg: bytes, size: Size) -> Level:

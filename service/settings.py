@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         32, ge=0, description="Image jobs that may wait for a thread; more are refused with 503."
     )
     level_cache_bytes: int = Field(
-        16 * MiB,
+        8 * MiB,
         ge=0,
         description="Decoded pixels each worker keeps so that the smaller thumbnails of a "
         "recently rendered image skip decoding its source; 0 keeps none.",

@@ -41,7 +41,7 @@ async def test_a_render_that_fails_leaves_waiters_to_decode_for_themselves() -> 
 
 
 async def test_levels_kept_stay_within_the_byte_budget_least_recently_used_first() -> None:
-    levels = Levels(max_bytes=2 * 100 * 100 * 3)
+    levels = Levels(max_bytes=2 * 100 * 100 * 4)
     first, second, third = uuid4(), uuid4(), uuid4()
     for image_id in (first, second):
         with levels.rendering(image_id, (200, 200)) as hand_on:
