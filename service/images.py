@@ -83,9 +83,9 @@ class Storage(Protocol):
         """Raise StorageUnavailable unless the store answers."""
 
     async def save(
-        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
+        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
     ) -> None:
-        """Store the original upload, its JPEG and its record, or nothing at all."""
+        """Store the original upload, its JPEG (both files) and its record, or nothing at all."""
 
     async def stat(self, image_id: UUID) -> ImageStat:
         """The record and JPEG length of an image; raises ImageNotFound."""
@@ -219,20 +219,24 @@ class ImageService:
         """Check, convert and store an upload streamed from the client."""
         if declared_length is not None and declared_length > self._max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
-        with tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool:
+        with (
+            tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool,
+            tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as served,
+        ):
             received = await self._spool(body, spool)
             self._metrics.upload_bytes.observe(received)
             if received == 0:
                 raise EmptyUpload("the request body is empty; send the image bytes")
             spool.seek(0)
             normalised = await self._workers.run(
-                processing.normalise, spool, self._max_image_pixels
+                processing.normalise, spool, self._max_image_pixels, served
             )
             record = ImageRecord(
                 self._new_id(), normalised.size, self._clock().replace(microsecond=0)
             )
             spool.seek(0)
-            await self._storage.save(record, spool, normalised.original_type, normalised.jpeg)
+            served.seek(0)
+            await self._storage.save(record, spool, normalised.original_type, served)
         return record
 
     async def page(self, cursor: str | None, limit: int) -> Page:

@@ -28,6 +28,7 @@ Size = tuple[int, int]
 #   JPEG includes MPO, the multi-picture JPEG of phone cameras.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 STORED_QUALITY = 90
+COPY_CHUNK_BYTES = 1024 * 1024
 ORIENTATION = 0x0112  # the EXIF tag
 THUMBNAIL_QUALITY = 75
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -35,20 +36,20 @@ _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 @dataclass(frozen=True)
 class NormalisedImage:
-    """An upload turned into the JPEG the service serves."""
+    """What normalise() learnt of an upload; the JPEG served went to its `output` file."""
 
-    jpeg: bytes
     size: Size
     original_type: str
 
 
-def normalise(source: BinaryIO, max_pixels: int) -> NormalisedImage:
-    """Turn an upload into an upright sRGB JPEG without metadata.
+def normalise(source: BinaryIO, max_pixels: int, output: BinaryIO) -> NormalisedImage:
+    """Write the upload to `output` as an upright sRGB JPEG without metadata.
 
     The pixel limit is checked from the header, before any pixel is decoded. A JPEG that is
     already upright, colour-managed-free YCbCr is served as it is, minus its metadata: no
-    generation loss, and no full decode or re-encode (it is still decoded at 1/8 scale, which
-    reads every byte of it, to refuse a truncated or corrupt one).
+    generation loss, no full decode or re-encode, and copied in chunks, so a large one is never
+    whole in memory (it is still decoded at 1/8 scale, which reads every byte of it, to refuse
+    a truncated or corrupt one).
     """
     try:
         image = Image.open(source, formats=ACCEPTED_FORMATS)
@@ -67,10 +68,10 @@ def normalise(source: BinaryIO, max_pixels: int) -> NormalisedImage:
             if _servable_as_is(image):
                 image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
                 image.load()
-                source.seek(0)
-                stripped = _without_metadata(source.read())
-                if stripped is not None:
-                    return NormalisedImage(stripped, (width, height), original_type)
+                if _copy_without_metadata(source, output):
+                    return NormalisedImage((width, height), original_type)
+                output.seek(0)
+                output.truncate()
                 source.seek(0)
                 image = Image.open(source, formats=ACCEPTED_FORMATS)
             image.load()
@@ -80,7 +81,9 @@ def normalise(source: BinaryIO, max_pixels: int) -> NormalisedImage:
         # NOTE: hostile bytes reach deep into the decoders, which raise many exception types.
         except Exception as error:
             raise InvalidImage(f"the image is truncated or corrupt ({error})") from None
-        return NormalisedImage(_encode(rgb, STORED_QUALITY), rgb.size, original_type)
+        # NOTE: nothing from image.info is passed on, so no EXIF (GPS!), XMP or comments.
+        rgb.save(output, "JPEG", quality=STORED_QUALITY)
+        return NormalisedImage(rgb.size, original_type)
 
 
 def _servable_as_is(image: Image.Image) -> bool:
@@ -93,36 +96,52 @@ def _servable_as_is(image: Image.Image) -> bool:
     )
 
 
-def _without_metadata(jpeg: bytes) -> bytes | None:
-    """The first JPEG of a file with only what decoding needs: no EXIF, XMP, IPTC, comments.
+def _copy_without_metadata(source: BinaryIO, output: BinaryIO) -> bool:
+    """Copy the first JPEG of a file with only what decoding needs: no EXIF, XMP, IPTC, comments.
 
     Segments before the scan are kept unless they are metadata (APP0 JFIF and APP14 Adobe,
     which says how to read the colours, stay); then the image data up to the first EOI, which
-    drops what follows, such as the second picture of an MPO file and its EXIF. None if the
+    drops what follows, such as the second picture of an MPO file and its EXIF. False if the
     layout is not the plain one this expects: the caller then re-encodes.
     """
-    if not jpeg.startswith(b"\xff\xd8"):
-        return None
-    output = bytearray(jpeg[:2])
-    position = 2
-    while position + 4 <= len(jpeg):
-        if jpeg[position] != 0xFF:
-            return None
-        marker = jpeg[position + 1]
-        if marker == 0xFF:  # a fill byte before a marker
-            position += 1
+    source.seek(0)
+    if source.read(2) != b"\xff\xd8":
+        return False
+    output.write(b"\xff\xd8")
+    while True:
+        marker = source.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return False
+        if marker[1] == 0xFF:  # a fill byte before a marker
+            source.seek(-1, io.SEEK_CUR)
             continue
-        if marker == 0xDA:  # start of scan: the image data follows
-            end = jpeg.find(b"\xff\xd9", position)
-            return None if end < 0 else bytes(output + jpeg[position : end + 2])
-        length = int.from_bytes(jpeg[position + 2 : position + 4], "big")
-        segment = jpeg[position : position + 2 + length]
-        if length < 2 or len(segment) != 2 + length:
-            return None
-        if not (0xE1 <= marker <= 0xEF or marker == 0xFE) or marker == 0xEE:
-            output += segment
-        position += 2 + length
-    return None
+        if marker[1] == 0xDA:  # start of scan: the image data follows, up to the first EOI
+            output.write(marker)
+            return _copy_to_end_of_image(source, output)
+        length_bytes = source.read(2)
+        length = int.from_bytes(length_bytes, "big")
+        if len(length_bytes) < 2 or length < 2:
+            return False
+        if (0xE1 <= marker[1] <= 0xEF and marker[1] != 0xEE) or marker[1] == 0xFE:
+            source.seek(length - 2, io.SEEK_CUR)  # metadata: skipped unread
+            continue
+        segment = source.read(length - 2)
+        if len(segment) < length - 2:
+            return False
+        output.write(marker + length_bytes + segment)
+
+
+def _copy_to_end_of_image(source: BinaryIO, output: BinaryIO) -> bool:
+    previous = b""
+    while chunk := source.read(COPY_CHUNK_BYTES):
+        # NOTE: one byte of the last chunk, in case the EOI marker straddles the two.
+        end = (previous[-1:] + chunk).find(b"\xff\xd9")
+        if end >= 0:
+            output.write(chunk[: end + 2 - len(previous[-1:])])
+            return True
+        output.write(chunk)
+        previous = chunk
+    return False
 
 
 @dataclass(frozen=True)
@@ -175,7 +194,9 @@ def render(level: Level, size: Size) -> bytes:
     pixels = shrink(level, size).pixels
     if pixels.size != size:
         pixels = pixels.resize(size, Image.Resampling.LANCZOS)
-    return _encode(pixels, THUMBNAIL_QUALITY)
+    output = io.BytesIO()
+    pixels.save(output, "JPEG", quality=THUMBNAIL_QUALITY)
+    return output.getvalue()
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:
@@ -195,10 +216,3 @@ def _to_srgb(image: Image.Image) -> Image.Image:
         if converted is not None:
             return converted
     return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _encode(image: Image.Image, quality: int) -> bytes:
-    # NOTE: nothing from image.info is passed on, so no EXIF (GPS!), XMP or comments.
-    output = io.BytesIO()
-    image.save(output, "JPEG", quality=quality)
-    return output.getvalue()

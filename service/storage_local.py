@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
 import sqlite3
@@ -55,7 +54,7 @@ class LocalStorage:
         await self._run(self._check)
 
     async def save(
-        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
+        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
     ) -> None:
         await self._run(self._save, record, original, jpeg)
 
@@ -105,11 +104,11 @@ class LocalStorage:
         if not os.access(self._root / "images", os.W_OK):
             raise StorageUnavailable(f"{self._root / 'images'} is not writable")
 
-    def _save(self, record: ImageRecord, original: IO[bytes], jpeg: bytes) -> None:
+    def _save(self, record: ImageRecord, original: IO[bytes], jpeg: IO[bytes]) -> None:
         written = []
         try:
             written.append(self._write(self._original_path(record.id), original))
-            written.append(self._write(self._jpeg_path(record.id), io.BytesIO(jpeg)))
+            written.append(self._write(self._jpeg_path(record.id), jpeg))
             self._database.execute(
                 "INSERT INTO images VALUES (?, ?, ?, ?)",
                 (str(record.id), *record.size, int(record.modified.timestamp())),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -121,7 +120,7 @@ class S3Storage:
             await self._client.head_bucket(Bucket=self._bucket)
 
     async def save(
-        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: bytes
+        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
     ) -> None:
         metadata = {
             "width": str(record.size[0]),
@@ -130,21 +129,22 @@ class S3Storage:
         }
         try:
             with self._call("upload"), _first_error():
+                # NOTE: files, which aiohttp sends in small chunks: a 30 MB upload adds a few MB
+                #   of memory (aioboto3's upload_fileobj holds several copies of each 8 MB part).
                 async with asyncio.TaskGroup() as uploads:
                     uploads.create_task(
-                        self._client.upload_fileobj(
-                            original,
-                            self._bucket,
-                            self._original_key(record.id),
-                            ExtraArgs={"ContentType": original_type},
+                        self._client.put_object(
+                            Bucket=self._bucket,
+                            Key=self._original_key(record.id),
+                            Body=original,
+                            ContentType=original_type,
                         )
                     )
                     uploads.create_task(
                         self._client.put_object(
                             Bucket=self._bucket,
                             Key=self._jpeg_key(record.id),
-                            # NOTE: a file object, which aiohttp sends without blocking the loop.
-                            Body=io.BytesIO(jpeg),
+                            Body=jpeg,
                             ContentType="image/jpeg",
                             Metadata=metadata,
                         )
@@ -228,20 +228,11 @@ class S3Storage:
             log.info("created bucket %s", self._bucket)
 
     async def _remove(self, record: ImageRecord) -> None:
-        """Best-effort removal of whatever a failed save wrote, unfinished multipart uploads too."""
-        original_key = self._original_key(record.id)
-        keys = [self._index_key(record), self._jpeg_key(record.id), original_key]
+        """Best-effort removal of whatever a failed save wrote."""
+        keys = [self._index_key(record), self._jpeg_key(record.id), self._original_key(record.id)]
         try:
             with self._call("clean_up"):
                 await self._delete_objects(keys)
-                # NOTE: aioboto3 does not abort its multipart upload when it is cancelled.
-                response = await self._client.list_multipart_uploads(
-                    Bucket=self._bucket, Prefix=original_key
-                )
-                for upload in response.get("Uploads", []):
-                    await self._client.abort_multipart_upload(
-                        Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                    )
         except StorageUnavailable:
             log.error("could not clean up after a failed upload: %s", keys)
 

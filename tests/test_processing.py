@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageStat
@@ -14,8 +15,17 @@ from service.errors import ImageTooLarge, InvalidImage, UnsupportedImage
 from . import samples
 
 
-def normalise(data: bytes, max_pixels: int = 50_000_000) -> processing.NormalisedImage:
-    return processing.normalise(io.BytesIO(data), max_pixels)
+@dataclass
+class Normalised:
+    jpeg: bytes
+    size: tuple[int, int]
+    original_type: str
+
+
+def normalise(data: bytes, max_pixels: int = 50_000_000) -> Normalised:
+    output = io.BytesIO()
+    result = processing.normalise(io.BytesIO(data), max_pixels, output)
+    return Normalised(output.getvalue(), result.size, result.original_type)
 
 
 def test_output_is_a_baseline_rgb_jpeg_without_metadata() -> None:
