@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -30,6 +31,7 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
+IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
@@ -129,14 +131,12 @@ class S3Storage:
         }
         try:
             with self._call("upload"), _first_error():
-                # NOTE: files, which aiohttp sends in small chunks: a 30 MB upload adds a few MB
-                #   of memory (aioboto3's upload_fileobj holds several copies of each 8 MB part).
                 async with asyncio.TaskGroup() as uploads:
                     uploads.create_task(
                         self._client.put_object(
                             Bucket=self._bucket,
                             Key=self._original_key(record.id),
-                            Body=original,
+                            Body=_body(original),
                             ContentType=original_type,
                         )
                     )
@@ -144,7 +144,7 @@ class S3Storage:
                         self._client.put_object(
                             Bucket=self._bucket,
                             Key=self._jpeg_key(record.id),
-                            Body=jpeg,
+                            Body=_body(jpeg),
                             ContentType="image/jpeg",
                             Metadata=metadata,
                         )
@@ -255,6 +255,16 @@ class S3Storage:
         return (
             f"{self._prefix}index/{record.id}/{width}x{height}/{int(record.modified.timestamp())}"
         )
+
+
+def _body(file: IO[bytes]) -> IO[bytes]:
+    """What put_object sends: a small file from memory (one write, no thread hop per chunk); a
+    large one straight from its file, in small chunks, so that it is never whole in memory
+    (aioboto3's upload_fileobj would hold several copies of each 8 MiB part)."""
+    start = file.tell()
+    size = file.seek(0, io.SEEK_END) - start
+    file.seek(start)
+    return io.BytesIO(file.read()) if size <= IN_MEMORY_BODY_BYTES else file
 
 
 def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageRecord:
