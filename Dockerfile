@@ -22,7 +22,8 @@ ENV PATH=/opt/asgilook/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     # Image work fragments glibc's per-thread arenas; two keep RSS flat, and blocks over 1 MiB
     # (decoded images, source JPEGs) are mapped, so freeing them returns them to the system:
-    # about 25 MB less per worker under thumbnail misses, for about 6 % of their throughput.
+    # about 25 MB less per worker under thumbnail misses, for about 6 % of their throughput and
+    # 15 ms more per upload (bench/RESULTS.md).
     MALLOC_ARENA_MAX=2 \
     MALLOC_MMAP_THRESHOLD_=1048576 \
     UVICORN_HOST=0.0.0.0 \

@@ -28,7 +28,7 @@ Size = tuple[int, int]
 #   JPEG includes MPO, the multi-picture JPEG of phone cameras.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 STORED_QUALITY = 90
-COPY_CHUNK_BYTES = 1024 * 1024
+COPY_CHUNK_BYTES = 256 * 1024
 ORIENTATION = 0x0112  # the EXIF tag
 THUMBNAIL_QUALITY = 75
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
