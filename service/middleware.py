@@ -28,6 +28,8 @@ _PER_REQUEST = frozenset({CACHE_HEADER.lower(), REQUEST_ID_HEADER.lower()})
 # NOTE: a client's id is echoed into headers and logs, so only a safe, short one is kept.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()
+_CACHE_HIT = (CACHE_HEADER.lower().encode(), b"Hit")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -150,7 +152,7 @@ class HotResponses:
         for name, value in headers:
             if name in _CONDITIONAL:
                 return await self._app(scope, receive, send)  # a 304 is Falcon's to answer
-            if name == b"x-request-id":
+            if name == _REQUEST_ID_NAME:
                 given = value.decode("latin-1")
         started = time.perf_counter()
         identifier = self._telemetry.start(given)
@@ -162,8 +164,8 @@ class HotResponses:
                 "headers": [
                     *((name.encode(), value.encode()) for name, value in stored_headers.items()),
                     (b"content-length", str(len(body)).encode()),
-                    (b"x-asgilook-cache", b"Hit"),
-                    (b"x-request-id", identifier.encode()),
+                    _CACHE_HIT,
+                    (_REQUEST_ID_NAME, identifier.encode()),
                 ],
             })  # fmt: skip
             await send({"type": "http.response.body", "body": body})

@@ -122,16 +122,18 @@ def test_memory_per_upload_stays_bounded(serve, tmp_path) -> None:  # type: igno
     assert growth < 32 * 1024 * 1024, f"peak RSS grew by {growth / 2**20:.0f} MiB"
 
 
+def s3_environment(moto: MotoS3, bucket: str) -> dict[str, str]:
+    return {
+        "ASGILOOK_S3_BUCKET": bucket,
+        "ASGILOOK_S3_ENDPOINT_URL": moto.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+
+
 def test_a_30_mb_photo_upload_to_s3_adds_little_memory(serve, moto: MotoS3, bucket: str) -> None:  # type: ignore[no-untyped-def]
     """An upright JPEG is streamed to S3 and copied minus its metadata in chunks: never whole."""
-    server = serve(
-        {
-            "ASGILOOK_S3_BUCKET": bucket,
-            "ASGILOOK_S3_ENDPOINT_URL": moto.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        }
-    )
+    server = serve(s3_environment(moto, bucket))
     photo = samples.jpeg((6000, 6000), quality=93)
     assert len(photo) > 30 * 1000 * 1000
     with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -233,14 +235,7 @@ def test_metrics_add_up_over_workers(serve, tmp_path) -> None:  # type: ignore[n
 
 
 def test_sigterm_lets_an_upload_in_flight_finish(serve, moto: MotoS3, bucket: str) -> None:  # type: ignore[no-untyped-def]
-    server = serve(
-        {
-            "ASGILOOK_S3_BUCKET": bucket,
-            "ASGILOOK_S3_ENDPOINT_URL": moto.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        }
-    )
+    server = serve(s3_environment(moto, bucket))
     photo = samples.jpeg((4000, 3000), quality=97)  # 9 MB: still arriving at the SIGTERM
     with socket.create_connection(("127.0.0.1", server.port)) as connection:
         connection.sendall(
