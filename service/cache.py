@@ -61,11 +61,6 @@ def _new_generation() -> str:
     return secrets.token_hex(8)
 
 
-def _size_of(value: Any) -> int:
-    """Roughly what an entry holds in memory: its serialised size and some bookkeeping."""
-    return ENTRY_OVERHEAD + len(msgpack.packb(value, use_bin_type=True))
-
-
 class _Entry(NamedTuple):
     namespace: str
     generation: str
@@ -93,8 +88,9 @@ class LocalEntries:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, namespace: str, key: str, generation: str, value: Any) -> None:
-        size = _size_of(value)
+    def put(self, namespace: str, key: str, generation: str, value: Any, packed_size: int) -> None:
+        """Keep a value; `packed_size`, its size serialised, is roughly what it holds."""
+        size = ENTRY_OVERHEAD + packed_size
         # NOTE: one huge entry must not flush the whole cache.
         if size > self._max_bytes // 4:
             return
@@ -208,7 +204,7 @@ class RedisCache:
         if stored_generation != generation:
             return None, generation
         if self._generations.get(namespace) == generation:
-            self._local.put(namespace, key, generation, value)
+            self._local.put(namespace, key, generation, value, len(packed))
         return value, generation
 
     async def set(self, namespace: str, key: str, generation: str, value: Any) -> None:
@@ -350,8 +346,8 @@ class MemoryCache:
 
     async def set(self, namespace: str, key: str, generation: str, value: Any) -> None:
         # NOTE: a round trip through msgpack, as Redis would do, so both stores hold the same.
-        value = msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
-        self._local.put(namespace, key, generation, value)
+        packed = msgpack.packb(value, use_bin_type=True)
+        self._local.put(namespace, key, generation, msgpack.unpackb(packed, raw=False), len(packed))
 
     async def invalidate(self, *namespaces: str) -> None:
         for namespace in namespaces:
