@@ -14,7 +14,7 @@ from . import errors
 from .cache import Cache
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
-from .validators import not_modified, set_validators
+from .validators import is_conditional, not_modified, set_validators
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -83,7 +83,7 @@ class Image:
 
     async def on_get(self, req: Request, resp: Response, image_id: UUID) -> None:
         requested = _requested_range(req, etag=str(image_id))
-        if requested is None and not _is_conditional(req):
+        if requested is None and not is_conditional(req):
             stored = await self._images.open(image_id)  # one storage call in the common case
             self._answer_headers(req, resp, stored.record)  # never a 304: nothing to compare
         else:
@@ -132,7 +132,7 @@ class Thumbnail:
         self, req: Request, resp: Response, image_id: UUID, width: int, height: int
     ) -> None:
         resp.content_type = falcon.MEDIA_JPEG
-        if _is_conditional(req):
+        if is_conditional(req):
             record = await self._images.thumbnail_record(image_id, (width, height))
             etag = self._images.thumbnail_etag(record, (width, height))
             set_validators(resp, etag, record.modified)
@@ -188,10 +188,6 @@ class MetricsEndpoint:
     async def on_get(self, req: Request, resp: Response) -> None:
         resp.content_type = CONTENT_TYPE
         resp.data = self._metrics.exposition()
-
-
-def _is_conditional(req: Request) -> bool:
-    return req.if_none_match is not None or req.if_modified_since is not None
 
 
 def _requested_range(req: Request, etag: str) -> tuple[int, int] | None:

@@ -20,6 +20,11 @@ def set_validators(resp: Response, etag: str, modified: datetime) -> None:
     resp.cache_control = IMMUTABLE
 
 
+def is_conditional(req: Request) -> bool:
+    """Whether the request carries a validator (a date is parsed only if the header is there)."""
+    return req.if_none_match is not None or req.if_modified_since is not None
+
+
 def not_modified(req: Request, etag: str, modified: datetime) -> bool:
     """Whether a GET or HEAD may be answered 304 (RFC 9110: If-None-Match takes precedence)."""
     if req.method not in ("GET", "HEAD"):
@@ -34,8 +39,8 @@ def not_modified(req: Request, etag: str, modified: datetime) -> bool:
 
 def not_modified_by_headers(req: Request, headers: dict[str, str]) -> bool:
     """The same check for a cached response, from its stored headers."""
-    # NOTE: this runs on every cache hit: parse dates only for conditional requests.
-    if req.get_header("If-None-Match") is None and req.get_header("If-Modified-Since") is None:
+    # NOTE: this runs on every cache hit: the stored date is parsed only for conditional ones.
+    if not is_conditional(req):
         return False
     etag, modified = headers.get("etag"), headers.get("last-modified")
     if etag is None or modified is None:
