@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -178,8 +179,10 @@ class ImageWorkers:
         self._jobs += 1
         try:
             loop = asyncio.get_running_loop()
+            # NOTE: in this request's context, so what the thread logs carries its request id.
+            context = contextvars.copy_context()
             with self._metrics.timed(self._metrics.render_seconds, function.__name__):
-                return await loop.run_in_executor(self._executor, function, *args)
+                return await loop.run_in_executor(self._executor, context.run, function, *args)
         finally:
             self._jobs -= 1
 

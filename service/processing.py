@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import re
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 # NOTE: importing the plugins registers them; Image.open(formats=...) needs them registered.
 from PIL import (  # noqa: F401
@@ -12,6 +14,8 @@ from PIL import (  # noqa: F401
     GifImagePlugin,
     Image,
     ImageCms,
+    ImageFile,
+    ImageMath,
     ImageOps,
     JpegImagePlugin,
     PngImagePlugin,
@@ -20,7 +24,7 @@ from PIL import (  # noqa: F401
     WebPImagePlugin,
 )
 
-from .errors import ImageTooLarge, InvalidImage, UnsupportedImage
+from .errors import ImageTooLarge, InvalidImage, ServiceError, UnsupportedImage
 
 Size = tuple[int, int]
 
@@ -28,8 +32,10 @@ Size = tuple[int, int]
 #   JPEG includes MPO, the multi-picture JPEG of phone cameras.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 STORED_QUALITY = 90
+JPEG_MAX_SIDE = 65_500  # libjpeg's limit
 COPY_CHUNK_BYTES = 256 * 1024
 ORIENTATION = 0x0112  # the EXIF tag
+SAMPLE_FORMAT = 339  # the TIFF tag: 1 unsigned, 2 signed integers, 3 floats
 THUMBNAIL_QUALITY = 75
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
@@ -49,41 +55,158 @@ def normalise(source: BinaryIO, max_pixels: int, output: BinaryIO) -> Normalised
     already upright, colour-managed-free YCbCr is served as it is, minus its metadata: no
     generation loss, no full decode or re-encode, and copied in chunks, so a large one is never
     whole in memory (it is still decoded at 1/8 scale, which reads every byte of it, to refuse
-    a truncated or corrupt one).
+    a truncated or corrupt one). Whatever the decoders raise becomes InvalidImage (400: the
+    file is damaged) or UnsupportedImage (415: Pillow cannot read this variant of the format).
     """
     try:
-        image = Image.open(source, formats=ACCEPTED_FORMATS)
+        with Image.open(source, formats=ACCEPTED_FORMATS) as image:
+            return _normalise(image, source, max_pixels, output)
     except UnidentifiedImageError:
-        raise UnsupportedImage("the body is not an image in a supported format") from None
+        raise _unidentified(source) from None
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"images are limited to {max_pixels} pixels") from None
-    with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLarge(
-                f"{width}x{height} is {width * height} pixels; the limit is {max_pixels}"
-            )
-        original_type = image.get_format_mimetype() or "application/octet-stream"
-        try:
-            if _servable_as_is(image):
-                image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
-                image.load()
-                if _copy_without_metadata(source, output):
-                    return NormalisedImage((width, height), original_type)
-                output.seek(0)
-                output.truncate()
-                source.seek(0)
-                image = Image.open(source, formats=ACCEPTED_FORMATS)
-            image.load()
-            # NOTE: in place, and no RGB copy of an RGB image: a 50 MP decode is 150 MB.
-            ImageOps.exif_transpose(image, in_place=True)
-            rgb = _to_srgb(image)
-        # NOTE: hostile bytes reach deep into the decoders, which raise many exception types.
-        except Exception as error:
-            raise InvalidImage(f"the image is truncated or corrupt ({error})") from None
-        # NOTE: nothing from image.info is passed on, so no EXIF (GPS!), XMP or comments.
-        rgb.save(output, "JPEG", quality=STORED_QUALITY)
-        return NormalisedImage(rgb.size, original_type)
+    except ServiceError:
+        raise
+    # NOTE: hostile bytes reach deep into the decoders, which raise many exception types.
+    except Exception as error:
+        raise refusal(error) from None
+
+
+def _normalise(
+    image: ImageFile.ImageFile, source: BinaryIO, max_pixels: int, output: BinaryIO
+) -> NormalisedImage:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{width}x{height} is {width * height} pixels; the limit is {max_pixels}"
+        )
+    if max(width, height) > JPEG_MAX_SIDE:
+        raise ImageTooLarge(f"{width}x{height}: a JPEG has at most {JPEG_MAX_SIDE} pixels a side")
+    _check_codec(image)
+    original_type = image.get_format_mimetype() or "application/octet-stream"
+    if _servable_as_is(image):
+        image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
+        image.load()
+        if _copy_without_metadata(source, output):
+            return NormalisedImage((width, height), original_type)
+        output.seek(0)
+        output.truncate()
+        source.seek(0)
+        image = Image.open(source, formats=ACCEPTED_FORMATS)
+    image.load()
+    # NOTE: in place, and no RGB copy of an RGB image: a 50 MP decode is 150 MB.
+    ImageOps.exif_transpose(image, in_place=True)
+    rgb = _to_srgb(_to_eight_bits(image))
+    # NOTE: nothing from image.info is passed on, so no EXIF (GPS!), XMP or comments.
+    rgb.save(output, "JPEG", quality=STORED_QUALITY)
+    return NormalisedImage(rgb.size, original_type)
+
+
+def refusal(error: Exception) -> ServiceError:
+    """Why a file that Pillow failed to open or decode is refused: 415 for a variant of a format
+    that Pillow cannot read (a compression, bit depth or codec it lacks), 400 for damage.
+
+    Pillow raises plain OSError, ValueError, SyntaxError... for both, and tells them apart only
+    in its messages, which name what is unsupported; BMP says "Unsupported" of values the
+    format does not define at all, which is damage.
+    """
+    message = str(error) or type(error).__name__
+    if isinstance(error, MemoryError):
+        return ImageTooLarge("decoding this image needs more memory than this server has")
+    bmp_field = _BMP_FIELD.search(message)
+    if bmp_field is not None:
+        field, value = bmp_field.group(1).lower(), int(bmp_field.group(2))
+        if value not in _BMP_DEFINED.get(field, ()):
+            return InvalidImage(f"the file is damaged: {value} is not a BMP {field}")
+    if isinstance(error, NotImplementedError) or _UNSUPPORTED.search(message):
+        return UnsupportedImage(f"this variant of the format is not supported ({message})")
+    return InvalidImage(f"the image is truncated or corrupt ({message})")
+
+
+def _unidentified(source: BinaryIO) -> ServiceError:
+    """Image.open() found no format that reads the file: is it one, damaged or of a variant?
+
+    Image.open() swallows why each format refused it; a format whose signature the file starts
+    with is asked again, for its reason.
+    """
+    source.seek(0)
+    prefix = source.read(16)
+    for format in ACCEPTED_FORMATS:
+        factory, accept = Image.OPEN[format]
+        if accept is not None and accept(prefix) is True:
+            source.seek(0)
+            try:
+                factory(source, "")
+            except Exception as error:
+                if format == "TIFF" and isinstance(error.__cause__, KeyError):
+                    # NOTE: the one lookup Pillow leaves unguarded: a compression it cannot name.
+                    return UnsupportedImage(f"TIFF compression {error} is not supported")
+                return refusal(error)
+    return UnsupportedImage("the body is not an image in a supported format")
+
+
+# NOTE: what Pillow's messages say of a variant it cannot read, as opposed to damage.
+_UNSUPPORTED = re.compile(
+    r"unsupported|not (yet )?supported|cannot handle|not available|too large for"
+    r"|unknown pixel mode",
+    re.IGNORECASE,
+)
+_BMP_FIELD = re.compile(
+    r"Unsupported BMP (header type|pixel depth|compression|palette size) "
+    r"\((\d+)\)",
+    re.IGNORECASE,
+)
+# Values the BMP format defines (Windows and OS/2 headers, JPEG/PNG/CMYK compressions); the
+# palette of a BMP has at most 256 entries, which Pillow reads, so a palette it refuses is damage.
+_BMP_DEFINED: dict[str, frozenset[int]] = {
+    "header type": frozenset({12, 16, 40, 52, 56, 64, 108, 124}),
+    "pixel depth": frozenset({0, 1, 2, 4, 8, 16, 24, 32, 48, 64}),
+    "compression": frozenset({0, 1, 2, 3, 4, 5, 6, 11, 12, 13}),
+}
+# TIFF compressions whose codec libtiff may be built without; probed once, by writing one.
+_OPTIONAL_TIFF_CODECS = ("jpeg", "tiff_adobe_deflate", "tiff_deflate", "lzma", "zstd", "webp")
+
+
+@functools.cache
+def _tiff_codec_available(compression: str) -> bool:
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), "TIFF", compression=compression)
+    except OSError:
+        return False
+    return True
+
+
+def _check_codec(image: Image.Image) -> None:
+    """Refuse a TIFF whose codec this libtiff lacks: libtiff would call it a decoder error."""
+    compression = image.info.get("compression") if image.format == "TIFF" else None
+    if compression in _OPTIONAL_TIFF_CODECS and not _tiff_codec_available(compression):
+        raise UnsupportedImage(f"TIFF with {compression} compression is not supported here")
+
+
+def _to_eight_bits(image: Image.Image) -> Image.Image:
+    """Greyscale deeper than 8 bits, scaled to 0..255 instead of clipped (which shows white).
+
+    16 bits: v / 257. Floats: 0.0..1.0, clamped. 32-bit integers: the range the data uses.
+    (Pillow already reads 16-bit RGB(A) as 8 bits a channel.)
+    """
+    if image.mode.startswith("I;16"):
+        return image.convert("I").point(lambda value: value / 257).convert("L")
+    if image.mode == "F":
+        return image.point(lambda value: value * 255).convert("L")
+    if image.mode != "I":
+        return image
+    values = image.convert("F")
+    unsigned = isinstance(image, TiffImagePlugin.TiffImageFile) and (
+        image.tag_v2.get(SAMPLE_FORMAT, (1,))[0] == 1
+    )
+    if unsigned:
+        # NOTE: Pillow reads unsigned 32-bit samples as signed ones: undo the wrap-around.
+        values = ImageMath.lambda_eval(lambda env: env["v"] + (env["v"] < 0) * 2.0**32, v=values)
+    low, high = cast(tuple[float, float], values.getextrema())
+    if low >= 0 and high <= 255:
+        return image.convert("L")  # 8-bit values in a wider type: nothing to scale
+    scale = 255 / max(high - low, 1)
+    return values.point(lambda value: (value - low) * scale).convert("L")
 
 
 def _servable_as_is(image: Image.Image) -> bool:

@@ -92,3 +92,85 @@ def png_bomb(width: int, height: int) -> bytes:
 def has_exif(jpeg_bytes: bytes) -> bool:
     """True if the JPEG carries an EXIF (APP1) block."""
     return b"Exif\x00\x00" in jpeg_bytes
+
+
+def horizontal_ramp(width: int, low: float, high: float) -> list[float]:
+    """The values of a left-to-right gradient, one a column."""
+    return [low + (high - low) * x / (width - 1) for x in range(width)]
+
+
+def deep_tiff(
+    size: tuple[int, int], ramp: list[float], *, bits: int, kind: str = "uint", channels: int = 1
+) -> bytes:
+    """An uncompressed TIFF of more than 8 bits a sample, that Pillow cannot write itself:
+    every row is `ramp`, in every channel (an alpha channel, the 4th, is opaque).
+
+    kind: "uint", "int" (signed) or "float"; channels: 1 (grey), 3 (RGB) or 4 (RGBA).
+    """
+    width, height = size
+    code = {("uint", 16): "H", ("uint", 32): "I", ("int", 32): "i", ("float", 32): "f"}
+    opaque = {"uint": 2**bits - 1, "int": 2 ** (bits - 1) - 1, "float": 1.0}[kind]
+    cast = float if kind == "float" else round
+    pixels = [
+        value for column in ramp for value in [cast(column)] * min(channels, 3)
+        + [opaque] * (channels == 4)
+    ]  # fmt: skip
+    data = struct.pack(f"<{len(pixels)}{code[kind, bits]}", *pixels) * height
+    entries: list[tuple[int, int, int, bytes]] = []  # tag, type, count, value
+    extra = b""  # values too long for an entry follow the entries
+
+    def entry(tag: int, kind_code: int, values: list[int]) -> None:
+        packed = struct.pack(f"<{len(values)}{'H' if kind_code == 3 else 'I'}", *values)
+        entries.append((tag, kind_code, len(values), packed))
+
+    sample_format = {"uint": 1, "int": 2, "float": 3}[kind]
+    entry(256, 4, [width])
+    entry(257, 4, [height])
+    entry(258, 3, [bits] * channels)
+    entry(259, 3, [1])  # no compression
+    entry(262, 3, [1 if channels == 1 else 2])  # black is zero, or RGB
+    entry(273, 4, [0])  # strip offset: patched below
+    entry(277, 3, [channels])
+    entry(278, 4, [height])
+    entry(279, 4, [len(data)])
+    entry(284, 3, [1])
+    if channels == 4:
+        entry(338, 3, [2])  # unassociated alpha
+    entry(339, 3, [sample_format] * channels)
+    ifd_size = 2 + 12 * len(entries) + 4
+    extra_offset = 8 + ifd_size
+    body = b""
+    for tag, kind_code, count, packed in entries:
+        if len(packed) <= 4:
+            value = packed.ljust(4, b"\0")
+        else:
+            value = struct.pack("<I", extra_offset + len(extra))
+            extra += packed
+        body += struct.pack("<HHI", tag, kind_code, count) + value
+    data_offset = extra_offset + len(extra)
+    body = body.replace(
+        struct.pack("<HHI", 273, 4, 1) + b"\0\0\0\0",
+        struct.pack("<HHI", 273, 4, 1) + struct.pack("<I", data_offset),
+    )
+    header = b"II*\0" + struct.pack("<I", 8)
+    return header + struct.pack("<H", len(entries)) + body + b"\0\0\0\0" + extra + data
+
+
+def deep_png(size: tuple[int, int], ramp: list[float], *, channels: int) -> bytes:
+    """A 16-bit PNG, every row `ramp`: grey (1 channel), RGB (3) or RGBA (4, opaque)."""
+    width, height = size
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]
+    row = b"".join(
+        struct.pack(">H", round(value)) * min(channels, 3) + b"\xff\xff" * (channels == 4)
+        for value in ramp
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\0" + row for _ in range(height)))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
