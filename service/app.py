@@ -15,7 +15,14 @@ from .errors import ServiceError
 from .images import ImageService, ImageWorkers, Storage, utc_now
 from .levels import Levels
 from .metrics import Metrics
-from .middleware import ASGIApp, HotResponses, Lifespan, RequestTelemetry, ResponseCache
+from .middleware import (
+    ASGIApp,
+    CutShortBodies,
+    HotResponses,
+    Lifespan,
+    RequestTelemetry,
+    ResponseCache,
+)
 from .resources import (
     Image,
     ImageList,
@@ -74,6 +81,7 @@ def create_app(
         Levels(settings.level_cache_bytes),
         metrics=metrics,
         max_upload_bytes=settings.max_upload_bytes,
+        upload_timeout=settings.upload_timeout,
         max_image_pixels=settings.max_image_pixels,
         min_thumb_size=settings.min_thumb_size,
         new_id=new_id,
@@ -94,4 +102,4 @@ def create_app(
     app.add_route("/readyz", Readiness(storage, cache))
     app.add_route("/metrics", MetricsEndpoint(metrics))
     app.add_error_handler(ServiceError, service_error)
-    return HotResponses(app, cache, telemetry, metrics)
+    return HotResponses(CutShortBodies(app), cache, telemetry, metrics)

@@ -21,6 +21,16 @@ class UploadTooLarge(ServiceError):
     title = "Upload too large"
 
 
+class UploadTimeout(ServiceError):
+    title = "Upload too slow"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before its whole request body arrived: nobody is left to answer."""
+
+    title = "Client disconnected"
+
+
 class ImageTooLarge(ServiceError):
     title = "Image too large"
 

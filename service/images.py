@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import contextvars
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -19,15 +20,19 @@ import uuid6
 
 from . import processing
 from .errors import (
+    ClientDisconnected,
     EmptyUpload,
     ImageNotFound,
     InvalidCursor,
     Overloaded,
     RangeNotSatisfiable,
+    UploadTimeout,
     UploadTooLarge,
 )
 from .levels import Levels
 from .metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 Size = tuple[int, int]
 T = TypeVar("T")
@@ -198,6 +203,7 @@ class ImageService:
         *,
         metrics: Metrics,
         max_upload_bytes: int,
+        upload_timeout: float,
         max_image_pixels: int,
         min_thumb_size: int,
         new_id: Callable[[], UUID] = uuid6.uuid7,
@@ -208,6 +214,7 @@ class ImageService:
         self._levels = levels
         self._metrics = metrics
         self._max_upload_bytes = max_upload_bytes
+        self._upload_timeout = upload_timeout
         self._max_image_pixels = max_image_pixels
         self._min_thumb_size = min_thumb_size
         self._new_id = new_id
@@ -226,7 +233,7 @@ class ImageService:
             tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool,
             tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as served,
         ):
-            received = await self._spool(body, spool)
+            received = await self._spool(body, declared_length, spool)
             self._metrics.upload_bytes.observe(received)
             if received == 0:
                 raise EmptyUpload("the request body is empty; send the image bytes")
@@ -312,12 +319,29 @@ class ImageService:
         await self._storage.delete(image_id)
         self._levels.forget(image_id)
 
-    async def _spool(self, body: AsyncIterable[bytes], spool: IO[bytes]) -> int:
+    async def _spool(
+        self, body: AsyncIterable[bytes], declared_length: int | None, spool: IO[bytes]
+    ) -> int:
+        """Receive the whole body, within the byte limit and the upload timeout."""
         received = 0
-        async for chunk in body:
-            received += len(chunk)
-            if received > self._max_upload_bytes:
-                raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
-            # NOTE: a write to the page cache is quicker than a hop to a thread.
-            spool.write(chunk)
+        try:
+            async with asyncio.timeout(self._upload_timeout):
+                async for chunk in body:
+                    received += len(chunk)
+                    if received > self._max_upload_bytes:
+                        raise UploadTooLarge(
+                            f"uploads are limited to {self._max_upload_bytes} bytes"
+                        )
+                    # NOTE: a write to the page cache is quicker than a hop to a thread.
+                    spool.write(chunk)
+                if declared_length is not None and received < declared_length:
+                    raise ClientDisconnected("the body ended before its Content-Length")
+        except TimeoutError:
+            log.info("upload dropped: %d bytes in %s s", received, self._upload_timeout)
+            raise UploadTimeout(
+                f"the body must arrive within {self._upload_timeout:g} s; {received} bytes did"
+            ) from None
+        except ClientDisconnected:
+            log.info("upload abandoned: the client disconnected after %d bytes", received)
+            raise
         return received

@@ -16,6 +16,7 @@ import falcon
 from falcon.asgi import Request, Response
 
 from .cache import Cache
+from .errors import ClientDisconnected
 from .logs import request_id
 from .metrics import Metrics
 from .validators import not_modified_by_headers
@@ -175,6 +176,31 @@ class HotResponses:
             self._telemetry.finish(
                 ("GET", path, route), status, started, bytes=len(body), cache="Hit"
             )
+
+
+class CutShortBodies:
+    """ASGI: a request body cut short by the client going away raises ClientDisconnected where
+    it is read. (Falcon's request stream just ends, as if the body were complete, and a chunked
+    body has no Content-Length to tell.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self._app(scope, receive, send)
+        body_complete = False
+
+        async def receive_body() -> dict[str, Any]:
+            nonlocal body_complete
+            event = await receive()
+            if event["type"] == "http.request":
+                body_complete = not event.get("more_body", False)
+            elif event["type"] == "http.disconnect" and not body_complete:
+                raise ClientDisconnected("the client went away before its whole body arrived")
+            return event
+
+        await self._app(scope, receive_body, send)
 
 
 class ResponseCache:

@@ -26,6 +26,9 @@ _STATUS = {
     errors.InvalidImage: falcon.HTTP_400,
     errors.InvalidCursor: falcon.HTTP_400,
     errors.UploadTooLarge: falcon.HTTP_413,
+    errors.UploadTimeout: falcon.HTTP_408,
+    # NOTE: nginx's code for a client gone before its answer; only logs and metrics see it.
+    errors.ClientDisconnected: "499 Client Closed Request",
     errors.ImageTooLarge: falcon.HTTP_413,
     errors.UnsupportedImage: falcon.HTTP_415,
     errors.StorageUnavailable: falcon.HTTP_503,

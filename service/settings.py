@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     )
     min_thumb_size: int = Field(64, ge=1, description="Smallest thumbnail width or height.")
     max_upload_bytes: int = Field(32 * MiB, gt=0, description="Largest accepted upload body.")
+    upload_timeout: float = Field(
+        120, gt=0, description="Seconds a client has to send a whole upload body; then 408."
+    )
     max_image_pixels: int = Field(
         50_000_000, gt=0, description="Largest accepted image, in pixels (width x height)."
     )
