@@ -25,6 +25,7 @@ import msgpack
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .metrics import Metrics
 
@@ -142,12 +143,17 @@ class RedisCache:
         self._echoes: dict[str, asyncio.Future[None]] = {}
 
     async def __aenter__(self) -> RedisCache:
-        # NOTE: no retries and short timeouts: a cache that is down must cost nearly nothing.
+        # NOTE: short timeouts, and one retry, at once and on a connection error only: a pooled
+        #   connection Redis closed (it restarted) fails its next command with a ConnectionError;
+        #   redis-py then drops it and tries once more on a fresh connection (redis-py 8.1 under
+        #   RESP3 no longer checks pooled connections before use, redis/redis-py#4252). A Redis
+        #   that is down refuses that connection at once; a timeout (a stall, a host that does not
+        #   answer) is not retried: a cache that is down must cost nearly nothing.
         self._redis = redis.Redis.from_url(
             self._url,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._listener = asyncio.create_task(self._listen())
         return self
@@ -258,9 +264,14 @@ class RedisCache:
     async def _listen(self) -> None:
         """Drop invalidated namespaces as other workers announce them; resubscribe on errors."""
         while True:
-            # NOTE: a connection of its own, which waits for messages without a timeout.
+            # NOTE: a connection of its own, which waits for messages without a timeout. No
+            #   retries: redis-py would reconnect and resubscribe quietly, and the messages sent
+            #   meanwhile would be missed; losing the channel must reach the `finally` below.
             subscriber = redis.Redis.from_url(
-                self._url, socket_connect_timeout=0.5, health_check_interval=5
+                self._url,
+                socket_connect_timeout=0.5,
+                health_check_interval=5,
+                retry=Retry(NoBackoff(), 0),
             )
             try:
                 async with subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:

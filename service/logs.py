@@ -6,10 +6,16 @@ import logging
 import sys
 from contextvars import ContextVar
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-# NOTE: a context variable follows each request's task, so every log line of it carries its id.
+# NOTE: a context variable follows each request's task, so every log line of it carries its id
+#   (and the image threads run its work in a copy of its context: theirs too).
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+# NOTE: uvicorn passes a copy of some messages with ANSI colours in `extra`, for its own
+#   formatter: in JSON it would only be noise.
+_NOT_LOGGED = [*RESERVED_ATTRS, "color_message"]
 
 
 class _RequestIdFilter(logging.Filter):
@@ -28,6 +34,7 @@ def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
             JsonFormatter(
                 "%(levelname)s %(name)s %(message)s %(request_id)s",
                 rename_fields={"levelname": "level", "name": "logger"},
+                reserved_attrs=_NOT_LOGGED,
                 timestamp="time",
             )
         )
@@ -38,6 +45,9 @@ def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # NOTE: Python warnings (the image decoders raise some on damaged files) become log records
+    #   of the `py.warnings` logger, instead of bare text on stderr.
+    logging.captureWarnings(True)
     for name in ("uvicorn", "uvicorn.error"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()

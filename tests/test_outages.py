@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import falcon.testing
 import pytest
+from PIL import Image
 
 from service.app import create_app
 from service.cache import REDIS_RETRY_SECONDS
@@ -29,6 +31,48 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+DOWN, BACK = "Redis cache unavailable", "Redis cache is back"
+
+
+def cache_lines(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+def pooled_connections(server: RedisServer) -> int:
+    """Connections whose last command was one of the cache's (the test's own ones excluded)."""
+    clients = server.client().client_list()
+    return sum(client["cmd"] in ("mget", "set", "publish") for client in clients)
+
+
+async def answers(
+    client: falcon.testing.ASGIConductor, paths: list[str]
+) -> dict[str, tuple[int, object, str]]:
+    """Every path asked at once: status, what the body says (listing JSON, JPEG size), cache."""
+    results = await asyncio.gather(*(client.simulate_get(path) for path in paths))
+    seen: dict[str, tuple[int, object, str]] = {}
+    for path, result in zip(paths, results, strict=True):
+        body: object = result.json if path.startswith("/images") else None
+        if path.startswith("/thumbnails") and result.status_code == 200:
+            body = Image.open(io.BytesIO(result.content)).size
+        seen[path] = (result.status_code, body, result.headers.get("X-ASGILook-Cache", ""))
+    return seen
+
+
+async def ramp(
+    client: falcon.testing.ASGIConductor, listing: list[object], rounds: int, pause: float
+) -> None:
+    """Rounds of 1, 2, 3, ... requests at once, each for a listing page never asked before (so
+    each goes to Redis): every round takes one more pooled connection than the last.
+    """
+    limit = 100
+    for width in range(1, rounds + 1):
+        paths = [f"/images?limit={limit + offset}" for offset in range(width)]
+        limit += width
+        for status, body, _ in (await answers(client, paths)).values():
+            assert (status, body) == (200, listing)
+        await asyncio.sleep(pause)
 
 
 async def test_s3_down_is_503_with_retry_after_then_recovers(
@@ -126,3 +170,80 @@ async def test_deletes_during_a_redis_stall_are_not_served_stale_after_it(
 
         assert (await client.simulate_get(thumbnail)).status_code == 404
         assert (await client.simulate_get("/images")).json == []
+
+
+@pytest.mark.skipif(not RedisServer.real, reason="restarts need a real redis-server")
+async def test_a_redis_restart_between_requests_is_not_an_outage(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pooled connections of before the restart are dead: each is replaced, not logged."""
+    settings = Settings(_env_file=None, redis_url=own_redis.url, storage_path=tmp_path)
+    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        created = [
+            (await client.simulate_post("/images", body=samples.jpeg((256, 256)))).json
+            for _ in range(2)
+        ]
+        paths = [thumbnail for image in created for thumbnail in image["thumbnails"]]
+        paths += [f"/images?limit={limit}" for limit in range(1, 9)]
+        expected = {path: seen[:2] for path, seen in (await answers(client, paths)).items()}
+        assert all(status == 200 for status, _ in expected.values())
+        await answers(client, paths * 2)  # many at once: several connections in the pool
+        assert pooled_connections(own_redis) >= 4
+
+        own_redis.stop()  # blocks the event loop: no request during the restart
+        own_redis.start()
+        await asyncio.sleep(0.1)  # the invalidation channel notices: the copies in process go
+        await ramp(client, created, rounds=16, pause=0.02)
+        for _ in range(2):
+            seen = await answers(client, paths * 3)
+            assert {path: answer[:2] for path, answer in seen.items()} == expected
+        # Redis was used all along: what the first round stored is served from it.
+        assert {seen[path][2] for path in paths} == {"Hit"}
+
+        # A write right after: no stale answer anywhere.
+        assert (await client.simulate_delete(created[0]["image"])).status_code == 204
+        seen = await answers(client, paths)
+        for path in created[0]["thumbnails"]:
+            assert seen[path][0] == 404
+        assert seen["/images?limit=8"][1] == [created[1]]
+        await asyncio.sleep(REDIS_RETRY_SECONDS + 0.2)  # the invalidation channel is back
+        again = await answers(client, paths)
+        assert {path: answer[:2] for path, answer in again.items()} == {
+            path: answer[:2] for path, answer in seen.items()
+        }
+
+    assert cache_lines(caplog, DOWN) == cache_lines(caplog, BACK) == 0
+
+
+@pytest.mark.skipif(not RedisServer.real, reason="restarts need a real redis-server")
+async def test_one_redis_outage_logs_one_down_and_one_up_line(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(_env_file=None, redis_url=own_redis.url, storage_path=tmp_path)
+    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        created = (await client.simulate_post("/images", body=samples.jpeg((256, 256)))).json
+        paths = [*created["thumbnails"], *(f"/images?limit={limit}" for limit in range(1, 9))]
+        expected = {path: seen[:2] for path, seen in (await answers(client, paths)).items()}
+        await answers(client, paths * 2)
+        assert pooled_connections(own_redis) >= 4
+
+        own_redis.stop()
+        await asyncio.sleep(0.1)
+        # One request at a time, for longer than REDIS_RETRY_SECONDS (Redis is asked again):
+        # most pooled connections are left as they were, dead, for when Redis is back.
+        for _ in range(4):
+            for path in paths:
+                assert (await answers(client, [path]))[path][:2] == expected[path]
+            await asyncio.sleep(0.4)
+        assert cache_lines(caplog, DOWN) == 1
+        assert cache_lines(caplog, BACK) == 0
+
+        own_redis.start()
+        await ramp(client, [created], rounds=20, pause=0.1)  # a couple of seconds
+        for _ in range(2):
+            seen = await answers(client, paths * 3)
+            assert {path: answer[:2] for path, answer in seen.items()} == expected
+        assert {seen[path][2] for path in paths} == {"Hit"}
+
+    assert cache_lines(caplog, DOWN) == 1
+    assert cache_lines(caplog, BACK) == 1
