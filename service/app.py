@@ -13,6 +13,7 @@ import uuid6
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
 from .images import ImageService, ImageWorkers, Storage, utc_now
+from .janitor import Janitor
 from .levels import Levels
 from .metrics import Metrics
 from .middleware import (
@@ -91,7 +92,7 @@ def create_app(
     telemetry = RequestTelemetry(metrics)
     middleware: list[Any] = [
         telemetry,
-        Lifespan(storage, cache, workers),
+        Lifespan(storage, cache, workers, Janitor(storage, settings.orphan_age, metrics, clock)),
         ResponseCache(cache, metrics),
     ]
     app = falcon.asgi.App(middleware=middleware)

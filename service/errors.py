@@ -13,6 +13,12 @@ class ImageNotFound(ServiceError):
     title = "Image not found"
 
 
+class ImageExists(ServiceError):
+    """A save found its id taken: never overwritten, never cleaned up (it is not the save's)."""
+
+    title = "Image exists"
+
+
 class EmptyUpload(ServiceError):
     title = "Empty upload"
 

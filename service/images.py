@@ -105,6 +105,13 @@ class Storage(Protocol):
     async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         """Up to `limit` records in upload order, starting after the id `after`."""
 
+    async def claim_round(self, round_number: int) -> bool:
+        """True for the one caller, of all workers and replicas, that claims this round first."""
+
+    async def clean_up(self, older_than: datetime) -> list[UUID]:
+        """Remove what uploads and deletes begun before `older_than` and never finished left
+        behind; the ids of the images concerned."""
+
 
 @dataclass(frozen=True)
 class Page:

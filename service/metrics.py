@@ -64,6 +64,10 @@ class Metrics:
             "asgilook_cache_errors", "Redis commands that failed (the cache is then skipped).",
             registry=registry,
         )  # fmt: skip
+        self.orphans_removed = Counter(
+            "asgilook_orphans_removed", "Images whose unfinished upload or delete the janitor "
+            "cleaned up.", registry=registry,
+        )  # fmt: skip
         self.s3_seconds = Histogram(
             "asgilook_s3_request_duration_seconds", "S3 calls, retries included.",
             ["operation"], buckets=LATENCY_BUCKETS, registry=registry,

@@ -22,6 +22,7 @@ PROBE_TIMEOUT_SECONDS = 2.0
 
 _STATUS = {
     errors.ImageNotFound: falcon.HTTP_404,
+    errors.ImageExists: falcon.HTTP_409,
     errors.EmptyUpload: falcon.HTTP_400,
     errors.InvalidImage: falcon.HTTP_400,
     errors.InvalidCursor: falcon.HTTP_400,

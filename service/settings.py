@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     upload_timeout: float = Field(
         120, gt=0, description="Seconds a client has to send a whole upload body; then 408."
     )
+    orphan_age: float = Field(
+        900,
+        gt=0,
+        description="Seconds after which what an unfinished upload or delete left in the store "
+        "is removed (by one worker of all); longer than any upload takes to store.",
+    )
     max_image_pixels: int = Field(
         50_000_000, gt=0, description="Largest accepted image, in pixels (width x height)."
     )

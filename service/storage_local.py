@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import shutil
 import sqlite3
-import tempfile
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
 
-from .errors import ImageNotFound, StorageUnavailable
+from .errors import ImageExists, ImageNotFound, StorageUnavailable
 from .images import ByteRange, ImageRecord, ImageStat, StoredImage
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 READ_CHUNK_BYTES = 256 * 1024
@@ -26,12 +30,19 @@ CREATE TABLE IF NOT EXISTS images (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     modified INTEGER NOT NULL
-)
+);
+-- Uploads and deletes in progress; one cut off by a crash leaves its row for the janitor.
+CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, since INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS janitor_rounds (round INTEGER PRIMARY KEY);
 """
 
 
 class LocalStorage:
-    """Layout under the root: originals/{id}, images/{id}.jpeg and index.sqlite3."""
+    """Layout under the root: originals/{id}, images/{id}.jpeg and index.sqlite3.
+
+    A save reserves its id (a pending row) before it writes a file, so a failed one removes
+    only files of its own; a row left pending by a crash is the janitor's to finish.
+    """
 
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -86,6 +97,12 @@ class LocalStorage:
     async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         return await self._run(self._list, after, limit)
 
+    async def claim_round(self, round_number: int) -> bool:
+        return await self._run(self._claim_round, round_number)
+
+    async def clean_up(self, older_than: datetime) -> list[UUID]:
+        return await self._run(self._clean_up, int(older_than.timestamp()))
+
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
@@ -97,7 +114,7 @@ class LocalStorage:
         )
         # NOTE: WAL lets several uvicorn workers read while one writes.
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def _check(self) -> None:
         self._database.execute("SELECT 1 FROM images LIMIT 1").fetchall()
@@ -105,17 +122,28 @@ class LocalStorage:
             raise StorageUnavailable(f"{self._root / 'images'} is not writable")
 
     def _save(self, record: ImageRecord, original: IO[bytes], jpeg: IO[bytes]) -> None:
-        written = []
+        image_id = str(record.id)
+        reserved = self._database.execute(
+            "INSERT OR IGNORE INTO pending SELECT ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM images WHERE id = ?)",
+            (image_id, int(time.time()), image_id),
+        ).rowcount
+        if not reserved:
+            raise ImageExists("an image with this id is stored already")
         try:
-            written.append(self._write(self._original_path(record.id), original))
-            written.append(self._write(self._jpeg_path(record.id), jpeg))
-            self._database.execute(
-                "INSERT INTO images VALUES (?, ?, ?, ?)",
-                (str(record.id), *record.size, int(record.modified.timestamp())),
-            )
+            self._write(self._original_path(record.id), original)
+            self._write(self._jpeg_path(record.id), jpeg)
+            with self._transaction():
+                self._database.execute(
+                    "INSERT INTO images VALUES (?, ?, ?, ?)",
+                    (image_id, *record.size, int(record.modified.timestamp())),
+                )
+                self._database.execute("DELETE FROM pending WHERE id = ?", (image_id,))
         except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
+            try:
+                self._remove(record.id)
+            except (OSError, sqlite3.Error) as error:
+                log.error("could not clean up after a failed upload; the janitor will: %s", error)
             raise
 
     def _stat(self, image_id: UUID) -> ImageStat:
@@ -134,9 +162,36 @@ class LocalStorage:
 
     def _delete(self, image_id: UUID) -> None:
         self._record(image_id)
-        self._database.execute("DELETE FROM images WHERE id = ?", (str(image_id),))
-        self._jpeg_path(image_id).unlink(missing_ok=True)
-        self._original_path(image_id).unlink(missing_ok=True)
+        with self._transaction():
+            self._database.execute("DELETE FROM images WHERE id = ?", (str(image_id),))
+            self._database.execute(
+                "INSERT OR REPLACE INTO pending VALUES (?, ?)", (str(image_id), int(time.time()))
+            )
+        self._remove(image_id)
+
+    def _remove(self, image_id: UUID) -> None:
+        """The files of an image pending removal, written or half-written, then its row."""
+        for path in (self._jpeg_path(image_id), self._original_path(image_id)):
+            path.unlink(missing_ok=True)
+            _partial(path).unlink(missing_ok=True)
+        self._database.execute("DELETE FROM pending WHERE id = ?", (str(image_id),))
+
+    def _claim_round(self, round_number: int) -> bool:
+        with self._transaction():
+            self._database.execute("DELETE FROM janitor_rounds WHERE round < ?", (round_number,))
+            return bool(
+                self._database.execute(
+                    "INSERT OR IGNORE INTO janitor_rounds VALUES (?)", (round_number,)
+                ).rowcount
+            )
+
+    def _clean_up(self, older_than: int) -> list[UUID]:
+        rows = self._database.execute("SELECT id FROM pending WHERE since < ?", (older_than,))
+        removed = [UUID(image_id) for (image_id,) in rows.fetchall()]
+        for image_id in removed:
+            self._database.execute("DELETE FROM images WHERE id = ?", (str(image_id),))
+            self._remove(image_id)
+        return removed
 
     def _list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         rows = self._database.execute(
@@ -158,24 +213,34 @@ class LocalStorage:
         assert self._db is not None, "LocalStorage used outside the app's lifespan"
         return self._db
 
-    def _write(self, path: Path, source: IO[bytes]) -> Path:
-        """Write a file whole or not at all: to a temporary name, then renamed."""
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as temporary:
-            try:
-                shutil.copyfileobj(source, temporary)
-                temporary.flush()
-                os.fsync(temporary.fileno())
-            except BaseException:
-                os.unlink(temporary.name)
-                raise
-        os.replace(temporary.name, path)
-        return path
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._database.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._database.execute("ROLLBACK")
+            raise
+        self._database.execute("COMMIT")
+
+    def _write(self, path: Path, source: IO[bytes]) -> None:
+        """Write a file whole or not at all: under a name of its own, then renamed."""
+        partial = _partial(path)
+        with partial.open("wb") as file:
+            shutil.copyfileobj(source, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
 
     def _jpeg_path(self, image_id: UUID) -> Path:
         return self._root / "images" / f"{image_id}.jpeg"
 
     def _original_path(self, image_id: UUID) -> Path:
         return self._root / "originals" / str(image_id)
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f"{path.name}.partial")
 
 
 def _record(image_id: str, width: int, height: int, modified: int) -> ImageRecord:

@@ -5,6 +5,12 @@ Keys, under the configured prefix:
   images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
   index/{id}/{w}x{h}/{epoch}   an empty object per image: listing the index is the image listing,
                                one LIST call per page, because UUIDv7 ids sort by upload time
+  pending/{id}                 an upload or delete in progress: written first, removed last, so
+                               that one cut off by an outage or a crash is finished by the janitor
+  janitor/{round}              claims a janitor round for one worker of all replicas
+
+No write overwrites an object (conditional writes, If-None-Match), so a failed save removes only
+what it wrote itself.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import io
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 from uuid import UUID
@@ -24,7 +31,7 @@ import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ImageNotFound, StorageUnavailable
+from .errors import ImageExists, ImageNotFound, StorageUnavailable
 from .images import ByteRange, ImageRecord, ImageStat, StoredImage
 from .metrics import Metrics
 
@@ -33,6 +40,11 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 256 * 1024
 IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_ALREADY_EXISTS = "PreconditionFailed"  # a conditional write found the key taken
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 @contextlib.contextmanager
@@ -104,9 +116,11 @@ class S3Storage:
             with self._metrics.timed(self._metrics.s3_seconds, operation):
                 yield
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = _code(error)
             if code in _NOT_FOUND_CODES:
                 raise ImageNotFound("no image with this id") from None
+            if code == _ALREADY_EXISTS:
+                raise ImageExists("an image with this id is stored already") from None
             self._failed(operation, error)
             raise StorageUnavailable(f"the image store failed ({code})") from error
         except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
@@ -129,32 +143,35 @@ class S3Storage:
             "height": str(record.size[1]),
             "modified": str(int(record.modified.timestamp())),
         }
+        writes = _Writes()
         try:
             with self._call("upload"), _first_error():
+                await self._create(self._pending_key(record.id), b"", writes)
                 async with asyncio.TaskGroup() as uploads:
                     uploads.create_task(
-                        self._client.put_object(
-                            Bucket=self._bucket,
-                            Key=self._original_key(record.id),
-                            Body=_body(original),
+                        self._create(
+                            self._original_key(record.id),
+                            _body(original),
+                            writes,
                             ContentType=original_type,
                         )
                     )
                     uploads.create_task(
-                        self._client.put_object(
-                            Bucket=self._bucket,
-                            Key=self._jpeg_key(record.id),
-                            Body=_body(jpeg),
+                        self._create(
+                            self._jpeg_key(record.id),
+                            _body(jpeg),
+                            writes,
                             ContentType="image/jpeg",
                             Metadata=metadata,
                         )
                     )
                 # NOTE: the index entry goes last: an image is listed only once it is whole.
-                await self._client.put_object(
-                    Bucket=self._bucket, Key=self._index_key(record), Body=b""
+                await self._create(self._index_key(record), b"", writes)
+                await self._client.delete_object(
+                    Bucket=self._bucket, Key=self._pending_key(record.id)
                 )
         except BaseException:
-            await self._remove(record)
+            await self._remove(writes)
             raise
 
     async def stat(self, image_id: UUID) -> ImageStat:
@@ -190,9 +207,13 @@ class S3Storage:
     async def delete(self, image_id: UUID) -> None:
         record = (await self.stat(image_id)).record
         with self._call("delete"):
-            # NOTE: unlist first, so a half-finished delete never shows a broken image.
+            # NOTE: marked first, so the janitor finishes a delete cut off halfway; unlisted
+            #   next, so a half-finished delete never shows a broken image.
+            pending = self._pending_key(image_id)
+            await self._client.put_object(Bucket=self._bucket, Key=pending, Body=b"")
             await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))
             await self._delete_objects([self._jpeg_key(image_id), self._original_key(image_id)])
+            await self._client.delete_object(Bucket=self._bucket, Key=pending)
 
     async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         index_prefix = f"{self._prefix}index/"
@@ -217,7 +238,7 @@ class S3Storage:
                 await self._client.head_bucket(Bucket=self._bucket)
                 return
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                if _code(error) not in ("404", "NoSuchBucket"):
                     raise
             request: dict[str, Any] = {"Bucket": self._bucket}
             if self._region != "us-east-1":
@@ -227,14 +248,72 @@ class S3Storage:
                 await self._client.create_bucket(**request)
             log.info("created bucket %s", self._bucket)
 
-    async def _remove(self, record: ImageRecord) -> None:
-        """Best-effort removal of whatever a failed save wrote."""
-        keys = [self._index_key(record), self._jpeg_key(record.id), self._original_key(record.id)]
+    async def claim_round(self, round_number: int) -> bool:
+        with self._call("janitor_claim"):
+            try:
+                await self._create(f"{self._prefix}janitor/{round_number}", b"", _Writes())
+            except ClientError as error:
+                if _code(error) == _ALREADY_EXISTS:
+                    return False  # another worker has this round
+                raise
+        return True
+
+    async def clean_up(self, older_than: datetime) -> list[UUID]:
+        with self._call("janitor"):
+            rounds = await self._client.list_objects_v2(
+                Bucket=self._bucket, Prefix=f"{self._prefix}janitor/"
+            )
+            # NOTE: the claims of earlier rounds are spent; the newest is this round's.
+            spent = sorted(entry["Key"] for entry in rounds.get("Contents", []))[:-1]
+            if spent:
+                await self._delete_objects(spent)
+            pending = await self._client.list_objects_v2(
+                Bucket=self._bucket, Prefix=f"{self._prefix}pending/"
+            )
+            removed = []
+            for entry in pending.get("Contents", []):
+                if entry["LastModified"] < older_than:
+                    image_id = UUID(entry["Key"].rsplit("/", 1)[1])
+                    await self._remove_image(image_id)
+                    removed.append(image_id)
+        return removed
+
+    async def _remove_image(self, image_id: UUID) -> None:
+        """Everything stored for an image, listing entry first, then its pending marker."""
+        index = await self._client.list_objects_v2(
+            Bucket=self._bucket, Prefix=f"{self._prefix}index/{image_id}/"
+        )
+        keys = [entry["Key"] for entry in index.get("Contents", [])]
+        await self._delete_objects([*keys, self._jpeg_key(image_id), self._original_key(image_id)])
+        await self._client.delete_object(Bucket=self._bucket, Key=self._pending_key(image_id))
+
+    async def _create(self, key: str, body: Any, writes: _Writes, **options: Any) -> None:
+        """Put an object that must not exist yet."""
+        writes.attempted.append(key)
+        try:
+            await self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=body, IfNoneMatch="*", **options
+            )
+        except ClientError as error:
+            writes.refused |= _code(error) == _ALREADY_EXISTS
+            raise
+        writes.written.append(key)
+
+    async def _remove(self, writes: _Writes) -> None:
+        """Best-effort removal of what a failed save wrote, its pending marker last: if this
+        fails too, the marker stays, and the janitor removes the rest later."""
+        keys = writes.ours()
+        if not keys:
+            return
+        marker, *objects = keys  # the marker was written first
+        objects.sort(key=lambda key: not key.startswith(f"{self._prefix}index/"))
         try:
             with self._call("clean_up"):
-                await self._delete_objects(keys)
+                if objects:
+                    await self._delete_objects(objects)
+                await self._client.delete_object(Bucket=self._bucket, Key=marker)
         except StorageUnavailable:
-            log.error("could not clean up after a failed upload: %s", keys)
+            log.error("could not clean up after a failed upload; the janitor will: %s", keys)
 
     async def _delete_objects(self, keys: list[str]) -> None:
         response = await self._client.delete_objects(
@@ -250,11 +329,30 @@ class S3Storage:
     def _original_key(self, image_id: UUID) -> str:
         return f"{self._prefix}originals/{image_id}"
 
+    def _pending_key(self, image_id: UUID) -> str:
+        return f"{self._prefix}pending/{image_id}"
+
     def _index_key(self, record: ImageRecord) -> str:
         width, height = record.size
         return (
             f"{self._prefix}index/{record.id}/{width}x{height}/{int(record.modified.timestamp())}"
         )
+
+
+@dataclass
+class _Writes:
+    """The keys a save tried to create, those known to have landed, and whether one was
+    refused as existing."""
+
+    attempted: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    refused: bool = False
+
+    def ours(self) -> list[str]:
+        """What a failed save may remove. A write cut off midway may or may not have landed,
+        but a conditional write lands only on a free key, so it is ours either way; once one
+        was refused, the id was taken before this save, and only what landed is ours."""
+        return self.written if self.refused else self.attempted
 
 
 def _body(file: IO[bytes]) -> IO[bytes]:

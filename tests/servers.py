@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import os
 import shutil
@@ -244,3 +246,56 @@ class Uvicorn:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmHWM")
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of an S3 server that can stop answering at a chosen request, as
+    if the server died between two writes: set `fails` to a predicate of (method, path)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.fails: Callable[[str, str], bool] = lambda method, path: False
+        self.refused: list[tuple[str, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.fails(self.command, self.path):
+                    proxy.refused.append((self.command, self.path))
+                    self.close_connection = True  # no answer at all: the server is gone
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=10)
+                upstream.request(self.command, self.path, body, dict(self.headers.items()))
+                answer = upstream.getresponse()
+                content = answer.read()
+                self.send_response(answer.status)
+                # NOTE: the body is sent whole; a HEAD keeps the length of the body it omits.
+                framing = ["transfer-encoding", "connection"]
+                framing += [] if self.command == "HEAD" else ["content-length"]
+                for name, value in answer.getheaders():
+                    if name.lower() not in framing:
+                        self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,167 @@
+"""Writes cut off midway leave nothing behind for long, and no save destroys what it did not
+write."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import falcon.testing
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+
+from . import samples
+from .servers import REPO, FaultyProxy, MotoS3
+
+TAKEN = UUID("01936a00-0000-7000-8000-000000000001")
+
+
+async def test_a_save_under_a_taken_id_is_refused_and_destroys_nothing(
+    settings: Settings,
+) -> None:
+    """Ids come from the server, so only a bug could reuse one: the store must still hold."""
+    async with falcon.testing.ASGIConductor(create_app(settings, new_id=lambda: TAKEN)) as client:
+        first = await client.simulate_post("/images", body=samples.jpeg((256, 192)))
+        assert first.status_code == 201
+        stored = (await client.simulate_get(first.json["image"])).content
+
+        second = await client.simulate_post("/images", body=samples.png_with_alpha((300, 300)))
+        assert second.status_code == 409
+        assert second.json["title"] == "Image exists"
+
+        assert (await client.simulate_get("/images")).json == [first.json]
+        assert (await client.simulate_get(first.json["image"])).content == stored
+        for thumbnail in first.json["thumbnails"]:
+            assert (await client.simulate_get(thumbnail)).status_code == 200
+        assert (await client.simulate_delete(first.json["image"])).status_code == 204
+
+
+@pytest.fixture
+def proxy(moto: MotoS3) -> Iterator[FaultyProxy]:
+    faulty = FaultyProxy(moto.port)
+    yield faulty
+    faulty.close()
+
+
+def orphans_removed(metrics: str) -> float:
+    found = re.search(r"^asgilook_orphans_removed_total (\S+)", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janitor(
+    moto: MotoS3, bucket: str, proxy: FaultyProxy, tmp_path: Path
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        s3_bucket=bucket,
+        s3_endpoint_url=proxy.url,
+        s3_max_attempts=1,  # an outage at once, not after retries
+        orphan_age=1,
+        storage_path=tmp_path,
+    )
+    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        kept = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
+        doomed = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
+
+        # S3 stops after an upload wrote its files, before its listing entry; the clean-up
+        # after the failure cannot reach it either.
+        proxy.fails = lambda method, path: "/index/" in path or method == "POST"
+        failed = await client.simulate_post("/images", body=samples.jpeg((320, 240)))
+        assert failed.status_code == 503
+        # S3 stops in the middle of a delete: unlisted, its files not yet removed.
+        proxy.fails = lambda method, path: method == "POST"  # DeleteObjects is a POST
+        assert (await client.simulate_delete(doomed["image"])).status_code == 503
+        # The index entry's PUT, the clean-up's and the delete's DeleteObjects were cut off.
+        assert {(method, "/index/" in path) for method, path in proxy.refused} == {
+            ("PUT", True),
+            ("POST", False),
+        }
+
+        keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+        assert any(key.startswith("pending/") for key in keys)  # what the janitor will go by
+        assert len([key for key in keys if key.startswith("originals/")]) == 3
+
+        proxy.fails = lambda method, path: False  # S3 is back
+        for _ in range(100):
+            metrics = (await client.simulate_get("/metrics")).text
+            if orphans_removed(metrics) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert orphans_removed(metrics) == 2
+
+        listed = (await client.simulate_get("/images")).json
+        assert listed == [kept]
+    keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    images = {key for key in keys if not key.startswith("janitor/")}
+    assert images == {
+        f"originals/{kept['id']}",
+        f"images/{kept['id']}.jpeg",
+        f"index/{kept['id']}/256x192/{_epoch(kept['modified'])}",
+    }
+    assert len(keys - images) <= 1  # the claim of the janitor's latest round
+
+
+def _epoch(http_date: str) -> int:
+    return int(falcon.http_date_to_dt(http_date).timestamp())
+
+
+CRASHING_SAVE = """
+import asyncio, io, os, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+from service.images import ImageRecord
+from service.storage_local import LocalStorage
+
+class DiesMidway(io.BytesIO):
+    def read(self, size=-1):
+        if self.tell() > 1000:
+            os._exit(9)  # killed in the middle of writing the second file
+        return super().read(500)
+
+async def save():
+    async with LocalStorage(Path(sys.argv[1])) as storage:
+        record = ImageRecord(UUID(sys.argv[2]), (64, 64), datetime.now(UTC))
+        await storage.save(record, io.BytesIO(b"o" * 5000), "image/png", DiesMidway(b"j" * 5000))
+
+asyncio.run(save())
+"""
+
+
+def stored_files(data: Path) -> list[str]:
+    return sorted(path.name for path in [*data.glob("originals/*"), *data.glob("images/*")])
+
+
+async def test_what_a_crash_in_the_middle_of_a_local_save_left_is_removed(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_SAVE, str(data), str(TAKEN)], cwd=REPO, timeout=60
+    )
+    assert crashed.returncode == 9
+    assert stored_files(data) == [
+        f"{TAKEN}",
+        f"{TAKEN}.jpeg.partial",
+    ]
+
+    settings = Settings(_env_file=None, storage_path=data, orphan_age=1)
+    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        assert (await client.simulate_get("/images")).json == []
+        for _ in range(100):
+            if orphans_removed((await client.simulate_get("/metrics")).text) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert orphans_removed((await client.simulate_get("/metrics")).text) == 1
+        created = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
+    assert stored_files(data) == [
+        created["id"],
+        f"{created['id']}.jpeg",
+    ]
