@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import falcon
 import falcon.asgi
 import uuid6
 
@@ -32,6 +33,7 @@ from .resources import (
     Readiness,
     Thumbnail,
     service_error,
+    unrouted,
 )
 from .settings import Settings
 from .storage_local import LocalStorage
@@ -103,4 +105,6 @@ def create_app(
     app.add_route("/readyz", Readiness(storage, cache))
     app.add_route("/metrics", MetricsEndpoint(metrics))
     app.add_error_handler(ServiceError, service_error)
+    app.add_error_handler(falcon.HTTPRouteNotFound, unrouted)
+    app.add_error_handler(falcon.HTTPMethodNotAllowed, unrouted)
     return HotResponses(CutShortBodies(app), cache, telemetry, metrics)

@@ -207,6 +207,17 @@ def _requested_range(req: Request, etag: str) -> tuple[int, int] | None:
         return None  # RFC 9110 lets a server ignore a Range it does not understand
 
 
+async def unrouted(req: Request, resp: Response, error: Exception, params: Any) -> None:
+    """Falcon's own 404 (no route) and 405 (no responder), with a description like ours."""
+    if isinstance(error, falcon.HTTPMethodNotAllowed):
+        allowed = dict(error.headers or {}).get("Allow", "")
+        raise falcon.HTTPMethodNotAllowed(
+            allowed.split(", "),
+            description=f"{req.method} is not allowed here; the methods allowed are {allowed}",
+        )
+    raise falcon.HTTPNotFound(description=f"there is nothing at {req.path}")
+
+
 async def service_error(req: Request, resp: Response, error: Exception, params: Any) -> None:
     """Answer a domain error with its status and a JSON body, like Falcon's own errors."""
     assert isinstance(error, errors.ServiceError)

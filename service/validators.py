@@ -22,7 +22,15 @@ def set_validators(resp: Response, etag: str, modified: datetime) -> None:
 
 def is_conditional(req: Request) -> bool:
     """Whether the request carries a validator (a date is parsed only if the header is there)."""
-    return req.if_none_match is not None or req.if_modified_since is not None
+    return req.if_none_match is not None or _if_modified_since(req) is not None
+
+
+def _if_modified_since(req: Request) -> datetime | None:
+    """The If-Modified-Since date; an invalid one is ignored, as RFC 9110 (13.1.3) says."""
+    try:
+        return req.if_modified_since
+    except falcon.HTTPInvalidHeader:
+        return None
 
 
 def not_modified(req: Request, etag: str, modified: datetime) -> bool:
@@ -33,7 +41,7 @@ def not_modified(req: Request, etag: str, modified: datetime) -> bool:
     if if_none_match is not None:
         # NOTE: If-None-Match compares weakly: W/"x" matches "x".
         return any(tag == "*" or str(tag) == etag for tag in if_none_match)
-    since = req.if_modified_since
+    since = _if_modified_since(req)
     return since is not None and modified <= since
 
 

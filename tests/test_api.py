@@ -135,7 +135,7 @@ async def test_not_found(client: ASGIConductor, path: str) -> None:
     result = await client.simulate_get(path)
     assert result.status_code == 404
     assert result.headers["Content-Type"] == "application/json"
-    assert "title" in result.json
+    assert result.json["title"] and result.json["description"]
 
 
 async def test_wrong_methods_are_405(client: ASGIConductor) -> None:
@@ -149,7 +149,11 @@ async def test_wrong_methods_are_405(client: ASGIConductor) -> None:
     ]:
         result = await client.simulate_request(method, path)
         assert result.status_code == 405, (method, path)
-        assert "Allow" in result.headers
+        assert method not in result.headers["Allow"] and "GET" in result.headers["Allow"]
+        assert result.headers["Content-Type"] == "application/json"
+        assert result.json["description"] == (
+            f"{method} is not allowed here; the methods allowed are {result.headers['Allow']}"
+        )
     assert len((await client.simulate_get("/images")).json) == 1
 
 

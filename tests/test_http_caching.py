@@ -63,6 +63,10 @@ async def test_conditional_gets_answer_304(client: ASGIConductor, image: dict, w
         {"If-Modified-Since": falcon.dt_to_http(modified - timedelta(seconds=1))},
         # If-None-Match takes precedence over If-Modified-Since:
         {"If-None-Match": '"other"', "If-Modified-Since": falcon.dt_to_http(modified)},
+        # An invalid date is ignored (RFC 9110, 13.1.3), not refused:
+        {"If-Modified-Since": "yesterday"},
+        {"If-Modified-Since": "Mon, 32 Foo 2026 99:99:99 GMT"},
+        {"If-Modified-Since": falcon.dt_to_http(modified) + " and more"},
     ]:
         result = await client.simulate_get(path, headers=headers)
         assert result.status_code == 200, headers
