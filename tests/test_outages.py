@@ -6,6 +6,7 @@ import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import falcon.testing
 import pytest
@@ -172,6 +173,20 @@ async def test_deletes_during_a_redis_stall_are_not_served_stale_after_it(
         assert (await client.simulate_get("/images")).json == []
 
 
+async def warm_pool(
+    client: falcon.testing.ASGIConductor, redis_server: RedisServer, created: list[dict[str, Any]]
+) -> tuple[list[str], dict[str, tuple[int, object]]]:
+    """The thumbnails and listing pages to ask for, and their answers; several connections
+    pooled by asking for all of them at once."""
+    paths = [thumbnail for image in created for thumbnail in image["thumbnails"]]
+    paths += [f"/images?limit={limit}" for limit in range(1, 9)]
+    expected = {path: seen[:2] for path, seen in (await answers(client, paths)).items()}
+    assert all(status == 200 for status, _ in expected.values())
+    await answers(client, paths * 2)
+    assert pooled_connections(redis_server) >= 4
+    return paths, expected
+
+
 @pytest.mark.skipif(not RedisServer.real, reason="restarts need a real redis-server")
 async def test_a_redis_restart_between_requests_is_not_an_outage(
     own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -183,12 +198,7 @@ async def test_a_redis_restart_between_requests_is_not_an_outage(
             (await client.simulate_post("/images", body=samples.jpeg((256, 256)))).json
             for _ in range(2)
         ]
-        paths = [thumbnail for image in created for thumbnail in image["thumbnails"]]
-        paths += [f"/images?limit={limit}" for limit in range(1, 9)]
-        expected = {path: seen[:2] for path, seen in (await answers(client, paths)).items()}
-        assert all(status == 200 for status, _ in expected.values())
-        await answers(client, paths * 2)  # many at once: several connections in the pool
-        assert pooled_connections(own_redis) >= 4
+        paths, expected = await warm_pool(client, own_redis, created)
 
         own_redis.stop()  # blocks the event loop: no request during the restart
         own_redis.start()
@@ -222,10 +232,7 @@ async def test_one_redis_outage_logs_one_down_and_one_up_line(
     settings = Settings(_env_file=None, redis_url=own_redis.url, storage_path=tmp_path)
     async with falcon.testing.ASGIConductor(create_app(settings)) as client:
         created = (await client.simulate_post("/images", body=samples.jpeg((256, 256)))).json
-        paths = [*created["thumbnails"], *(f"/images?limit={limit}" for limit in range(1, 9))]
-        expected = {path: seen[:2] for path, seen in (await answers(client, paths)).items()}
-        await answers(client, paths * 2)
-        assert pooled_connections(own_redis) >= 4
+        paths, expected = await warm_pool(client, own_redis, [created])
 
         own_redis.stop()
         await asyncio.sleep(0.1)
