@@ -1,12 +1,13 @@
 """Smoke-test a running ASGILook: readiness, then upload, list, download, thumbnail, delete.
 
-python infra/smoke.py http://127.0.0.1:8000
+ASGILOOK_KEY=<an admin key> python infra/smoke.py http://127.0.0.1:8000
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -16,8 +17,12 @@ from email.message import Message
 from PIL import Image
 
 
-def call(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def call(
+    method: str, url: str, body: bytes | None = None, key: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, data=body, method=method)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, _lower(response.headers), response.read()
@@ -44,11 +49,14 @@ def wait_ready(base: str, seconds: float = 60) -> None:
         time.sleep(0.5)
 
 
-def main(base: str) -> None:
+def main(base: str, key: str | None) -> None:
     wait_ready(base)
     photo = io.BytesIO()
     Image.radial_gradient("L").resize((1024, 768)).convert("RGB").save(photo, "JPEG")
-    status, headers, body = call("POST", f"{base}/images", photo.getvalue())
+    if key is not None:  # writes need it; without it, 401 and a challenge
+        status, headers, _ = call("POST", f"{base}/images", photo.getvalue())
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer"), status
+    status, headers, body = call("POST", f"{base}/images", photo.getvalue(), key)
     assert status == 201, (status, body)
     image = json.loads(body)
     assert headers["location"] == image["image"], headers
@@ -62,10 +70,16 @@ def main(base: str) -> None:
         status, headers, body = call("GET", base + thumbnail)
         assert status == 200 and headers["x-asgilook-cache"] == cache, (status, headers)
         assert Image.open(io.BytesIO(body)).size == expected
-    assert call("DELETE", base + image["image"])[0] == 204
+    if key is not None:
+        status, headers, body = call("GET", f"{base}/images/{image['id']}/original", key=key)
+        assert status == 200 and body == photo.getvalue(), status
+        assert headers["content-disposition"].startswith("attachment"), headers
+        assert call("DELETE", base + image["image"])[0] == 401
+    assert call("DELETE", base + image["image"], key=key)[0] == 204
     assert call("GET", base + thumbnail)[0] == 404
-    print("round trip: upload, list, image, thumbnail (Miss, Hit), delete: ok")
+    print("round trip: upload, list, image, thumbnail (Miss, Hit), original, delete: ok")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1].rstrip("/"))
+    # ASGILOOK_KEY: an API key with which to write, when the service requires one.
+    main(sys.argv[1].rstrip("/"), os.environ.get("ASGILOOK_KEY"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ import falcon
 import falcon.asgi
 import uuid6
 
+from .access.callers import Callers
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
 from .images import ImageService, ImageWorkers, Storage, utc_now
@@ -22,6 +24,7 @@ from .middleware import (
     CutShortBodies,
     HotResponses,
     Lifespan,
+    NoSniff,
     RequestTelemetry,
     ResponseCache,
 )
@@ -30,6 +33,7 @@ from .resources import (
     ImageList,
     Liveness,
     MetricsEndpoint,
+    Original,
     Readiness,
     Thumbnail,
     service_error,
@@ -39,15 +43,11 @@ from .settings import Settings
 from .storage_local import LocalStorage
 from .storage_s3 import S3Storage
 
+log = logging.getLogger(__name__)
 
-def create_app(
-    settings: Settings,
-    *,
-    new_id: Callable[[], UUID] = uuid6.uuid7,
-    clock: Callable[[], datetime] = utc_now,
-) -> ASGIApp:
-    """Build the ASGI app; clients open on lifespan startup and close on shutdown."""
-    metrics = Metrics()
+
+def build_stores(settings: Settings, metrics: Metrics) -> tuple[Storage, Cache]:
+    """The image store and the response cache the settings ask for, not yet opened."""
     storage: Storage
     if settings.s3_bucket:
         storage = S3Storage(
@@ -76,6 +76,18 @@ def create_app(
             settings.cache_ttl,
             settings.storage_path / "cache-generations",
         )
+    return storage, cache
+
+
+def create_app(
+    settings: Settings,
+    *,
+    new_id: Callable[[], UUID] = uuid6.uuid7,
+    clock: Callable[[], datetime] = utc_now,
+) -> ASGIApp:
+    """Build the ASGI app; clients open on lifespan startup and close on shutdown."""
+    metrics = Metrics()
+    storage, cache = build_stores(settings, metrics)
 
     workers = ImageWorkers(settings.image_threads, settings.image_queue, metrics)
     images = ImageService(
@@ -91,15 +103,24 @@ def create_app(
         clock=clock,
     )
 
+    keyring = settings.keyring()
+    if not keyring:
+        log.warning(
+            "no API key is configured: anyone may upload and delete. To require keys, set "
+            "ASGILOOK_API_KEYS or ASGILOOK_API_KEYS_FILE (keys from `asgilook keys new NAME`)"
+        )
     telemetry = RequestTelemetry(metrics)
     middleware: list[Any] = [
         telemetry,
+        NoSniff(),
+        Callers(keyring, settings.anonymous_writes),
         Lifespan(storage, cache, workers, Janitor(storage, settings.orphan_age, metrics, clock)),
         ResponseCache(cache, metrics),
     ]
     app = falcon.asgi.App(middleware=middleware)
     app.add_route("/images", ImageList(images))
     app.add_route("/images/{image_id:uuid}.jpeg", Image(images))
+    app.add_route("/images/{image_id:uuid}/original", Original(images))
     app.add_route("/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg", Thumbnail(images))
     app.add_route("/healthz", Liveness())
     app.add_route("/readyz", Readiness(storage, cache))

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, Self
 
 import msgpack
 import redis.asyncio as redis
@@ -42,6 +42,12 @@ ENTRY_OVERHEAD = 512
 
 
 class Cache(Protocol):
+    """Cached responses, by namespace. Opened (connected) on entry, closed on exit."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
     async def check(self) -> None:
         """Raise unless the cache answers."""
 

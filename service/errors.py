@@ -13,6 +13,18 @@ class ImageNotFound(ServiceError):
     title = "Image not found"
 
 
+class Unauthorized(ServiceError):
+    """No API key, or one that is not known, where one is needed."""
+
+    title = "API key needed"
+
+
+class Forbidden(ServiceError):
+    """A known key (or nobody) that may not do this."""
+
+    title = "Forbidden"
+
+
 class ImageExists(ServiceError):
     """A save found its id taken: never overwritten, never cleaned up (it is not the save's)."""
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Any, Protocol, Self, TypeVar
 from uuid import UUID
 
 import uuid6
@@ -48,6 +48,8 @@ class ImageRecord:
     id: UUID
     size: Size
     modified: datetime
+    owner: str | None = None  # the name of the API key that uploaded it
+    name: str | None = None  # the file name it was uploaded under, if the client gave one
 
 
 ByteRange = tuple[int, int]  # first and last byte, both included
@@ -63,13 +65,14 @@ class ImageStat:
 
 @dataclass
 class StoredImage:
-    """An opened stored JPEG (or a range of it), read chunk by chunk."""
+    """An opened stored JPEG (or a range of it, or the original upload), read chunk by chunk."""
 
     record: ImageRecord
     length: int  # of the whole JPEG
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
     byte_range: ByteRange | None = None
+    content_type: str = "image/jpeg"
 
     def __aiter__(self) -> StoredImage:
         return self
@@ -83,7 +86,12 @@ class StoredImage:
 
 
 class Storage(Protocol):
-    """Where images and their records live: an S3 bucket or the embedded local store."""
+    """Where images and their records live: an S3 bucket or the embedded local store. Opened
+    (connected) on entry, closed on exit."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
 
     async def check(self) -> None:
         """Raise StorageUnavailable unless the store answers."""
@@ -99,7 +107,10 @@ class Storage(Protocol):
     async def open(self, image_id: UUID, byte_range: ByteRange | None = None) -> StoredImage:
         """Open the JPEG of an image, or a satisfiable range of it; raises ImageNotFound."""
 
-    async def delete(self, image_id: UUID) -> None:
+    async def open_original(self, record: ImageRecord) -> StoredImage:
+        """Open the upload as it was received, with its content type; raises ImageNotFound."""
+
+    async def delete(self, record: ImageRecord) -> None:
         """Delete an image and everything stored for it; raises ImageNotFound."""
 
     async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
@@ -232,7 +243,14 @@ class ImageService:
     def thumbnail_sizes(self, record: ImageRecord) -> list[Size]:
         return thumbnail_sizes(record.size, self._min_thumb_size)
 
-    async def upload(self, body: AsyncIterable[bytes], declared_length: int | None) -> ImageRecord:
+    async def upload(
+        self,
+        body: AsyncIterable[bytes],
+        declared_length: int | None,
+        *,
+        owner: str | None = None,
+        name: str | None = None,
+    ) -> ImageRecord:
         """Check, convert and store an upload streamed from the client."""
         if declared_length is not None and declared_length > self._max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
@@ -248,9 +266,8 @@ class ImageService:
             normalised = await self._workers.run(
                 processing.normalise, spool, self._max_image_pixels, served
             )
-            record = ImageRecord(
-                self._new_id(), normalised.size, self._clock().replace(microsecond=0)
-            )
+            modified = self._clock().replace(microsecond=0)
+            record = ImageRecord(self._new_id(), normalised.size, modified, owner, name)
             spool.seek(0)
             served.seek(0)
             await self._storage.save(record, spool, normalised.original_type, served)
@@ -322,9 +339,22 @@ class ImageService:
         if size not in self.thumbnail_sizes(record):
             raise ImageNotFound(f"{size[0]}x{size[1]} is not a thumbnail size of this image")
 
-    async def delete(self, image_id: UUID) -> None:
-        await self._storage.delete(image_id)
+    async def delete(
+        self, image_id: UUID, authorize: Callable[[ImageRecord], None] = lambda record: None
+    ) -> None:
+        """Delete an image, if `authorize` (given its record) does not raise."""
+        record = (await self._storage.stat(image_id)).record
+        authorize(record)
+        await self._storage.delete(record)
         self._levels.forget(image_id)
+
+    async def original(
+        self, image_id: UUID, authorize: Callable[[ImageRecord], None]
+    ) -> StoredImage:
+        """The upload as received, if `authorize` (given the image's record) does not raise."""
+        record = (await self._storage.stat(image_id)).record
+        authorize(record)
+        return await self._storage.open_original(record)
 
     async def _spool(
         self, body: AsyncIterable[bytes], declared_length: int | None, spool: IO[bytes]

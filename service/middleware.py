@@ -116,13 +116,22 @@ class RequestTelemetry:
                 length = int(resp.content_length)
         # NOTE: the route template, not the path, keeps label and log cardinality bounded.
         route = req.uri_template or resp.context.get("route") or "unmatched"
+        caller = req.context.get("caller")
         self.finish(
             (req.method, req.relative_uri, route),
             resp.status_code,
             req.context.started,
             bytes=length,
             cache=resp.get_header(CACHE_HEADER),
+            key=caller.owner if caller is not None else None,  # the key's name, never the key
         )
+
+
+class NoSniff:
+    """Every response says what its Content-Type says: browsers must not guess another."""
+
+    async def process_request(self, req: Request, resp: Response) -> None:
+        resp.set_header("X-Content-Type-Options", "nosniff")
 
 
 class HotResponses:

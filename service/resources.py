@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 from collections.abc import Awaitable
 from typing import Any
 from uuid import UUID
@@ -11,6 +12,7 @@ import falcon
 from falcon.asgi import Request, Response
 
 from . import errors
+from .access.policy import Caller
 from .cache import Cache
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
@@ -21,6 +23,8 @@ MAX_PAGE_SIZE = 1000
 PROBE_TIMEOUT_SECONDS = 2.0
 
 _STATUS = {
+    errors.Unauthorized: falcon.HTTP_401,
+    errors.Forbidden: falcon.HTTP_403,
     errors.ImageNotFound: falcon.HTTP_404,
     errors.ImageExists: falcon.HTTP_409,
     errors.EmptyUpload: falcon.HTTP_400,
@@ -61,7 +65,9 @@ class ImageList:
             resp.append_link(f"/images?limit={limit}&cursor={page.next_cursor}", "next")
 
     async def on_post(self, req: Request, resp: Response) -> None:
-        record = await self._images.upload(req.stream, req.content_length)
+        caller: Caller = req.context.caller
+        caller.may_upload()
+        record = await self._images.upload(req.stream, req.content_length, owner=caller.owner)
         resp.status = falcon.HTTP_201
         resp.location = image_uri(record.id)
         resp.media = self._describe(record)
@@ -72,6 +78,7 @@ class ImageList:
             "image": image_uri(record.id),
             "modified": falcon.dt_to_http(record.modified),
             "size": list(record.size),
+            "name": record.name,
             "thumbnails": [
                 f"/thumbnails/{record.id}/{width}x{height}.jpeg"
                 for width, height in self._images.thumbnail_sizes(record)
@@ -120,8 +127,31 @@ class Image:
         return False
 
     async def on_delete(self, req: Request, resp: Response, image_id: UUID) -> None:
-        await self._images.delete(image_id)
+        caller: Caller = req.context.caller
+        await self._images.delete(image_id, lambda record: caller.may_delete(record.owner))
         resp.status = falcon.HTTP_204
+
+
+class Original:
+    """`/images/{id}/original`: the upload as received (EXIF, GPS and all), to download; for
+    the key that uploaded it and admins only."""
+
+    def __init__(self, images: ImageService) -> None:
+        self._images = images
+
+    async def on_get(self, req: Request, resp: Response, image_id: UUID) -> None:
+        caller: Caller = req.context.caller
+        stored = await self._images.original(
+            image_id, lambda record: caller.may_read_original(record.owner)
+        )
+        resp.content_type = stored.content_type
+        resp.downloadable_as = stored.record.name or (
+            f"{image_id}{mimetypes.guess_extension(stored.content_type) or ''}"
+        )
+        # NOTE: private data: no shared cache may keep it, and no browser cache either.
+        resp.cache_control = ("private", "no-store")
+        resp.content_length = stored.length
+        resp.stream = stored
 
 
 class Thumbnail:
@@ -226,6 +256,9 @@ async def service_error(req: Request, resp: Response, error: Exception, params: 
         headers["Retry-After"] = str(_RETRY_AFTER_SECONDS[type(error)])
     if isinstance(error, errors.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{error.length}"
+    if isinstance(error, errors.Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="asgilook"'
+
     raise falcon.HTTPError(
         _STATUS[type(error)], title=error.title, description=str(error), headers=headers
     )

@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .access.keys import ApiKey, Keyring, parse_entries
 
 ENV_PREFIX = "ASGILOOK_"
 MiB = 1024 * 1024
@@ -72,17 +81,66 @@ class Settings(BaseSettings):
         "recently rendered image skip decoding its source; 0 keeps none.",
     )
 
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys that may write, as `name:role:sha256hex` entries separated by "
+        "commas (roles: uploader, admin), made by `asgilook keys new NAME`; unset = none.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="A file of API key entries, one a line (a mounted Secret); with or "
+        "instead of ASGILOOK_API_KEYS.",
+    )
+    anonymous_writes: bool = Field(
+        False,
+        description="Let requests without a key upload although keys are configured. Against "
+        "a bucket with no keys at all, it must be set for the service to start.",
+    )
+    _keys: list[ApiKey] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _read_api_keys(self) -> Settings:
+        keys = _parse_keys(
+            "ASGILOOK_API_KEYS", self.api_keys.get_secret_value() if self.api_keys else ""
+        )
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text()
+            except OSError as error:
+                raise ValueError(
+                    f"ASGILOOK_API_KEYS_FILE: cannot be read ({error.strerror})"
+                ) from None
+            keys += _parse_keys("ASGILOOK_API_KEYS_FILE", text)
+        names = [key.name for key in keys]
+        if len(set(names)) < len(names):
+            raise ValueError("ASGILOOK_API_KEYS: a key name is given twice")
+        if self.s3_bucket and not keys and not self.anonymous_writes:
+            # NOTE: secure by default: a bucket is shared storage; nobody may write anonymously
+            #   to it unless the operator says so.
+            raise ValueError(
+                "ASGILOOK_API_KEYS: a bucket is configured but no API key: set ASGILOOK_API_KEYS "
+                "or ASGILOOK_API_KEYS_FILE (keys come from `asgilook keys new NAME`), or "
+                "ASGILOOK_ANONYMOUS_WRITES=true to let anyone upload and delete"
+            )
+        self._keys = keys
+        return self
+
+    def keyring(self) -> Keyring:
+        return Keyring(self._keys)
+
     @field_validator("s3_prefix")
     @classmethod
     def _prefix_ends_with_slash(cls, prefix: str) -> str:
         prefix = prefix.strip("/")
         return f"{prefix}/" if prefix else ""
 
-    @field_validator("s3_endpoint_url", "redis_url", "s3_bucket")
+    @field_validator(
+        "s3_endpoint_url", "redis_url", "s3_bucket", "api_keys", "api_keys_file", mode="before"
+    )
     @classmethod
-    def _empty_is_unset(cls, value: str | None) -> str | None:
+    def _empty_is_unset(cls, value: object) -> object:
         # NOTE: `ASGILOOK_REDIS_URL=` in a .env file means "not set", not "".
-        return value or None
+        return value if value != "" else None
 
 
 class SettingsError(SystemExit):
@@ -94,9 +152,27 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        problems = [
-            f"{ENV_PREFIX}{str(problem['loc'][0]).upper()}: {problem['msg']}"
-            f" (got {problem['input']!r})"
-            for problem in error.errors(include_url=False)
-        ]
-        raise SettingsError("asgilook: invalid configuration: " + "; ".join(problems)) from None
+        raise SettingsError("asgilook: invalid configuration: " + describe(error)) from None
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each variable at fault; never the value of a secret one."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        if not problem["loc"]:  # a check across settings: its message names the variables
+            problems.append(problem["msg"].removeprefix("Value error, "))
+            continue
+        name = str(problem["loc"][0])
+        shown = "" if name in _SECRET else f" (got {problem['input']!r})"
+        problems.append(f"{ENV_PREFIX}{name.upper()}: {problem['msg']}{shown}")
+    return "; ".join(problems)
+
+
+_SECRET = frozenset({"api_keys"})
+
+
+def _parse_keys(variable: str, text: str) -> list[ApiKey]:
+    try:
+        return parse_entries(text)
+    except ValueError as error:
+        raise ValueError(f"{variable}: {error}") from None

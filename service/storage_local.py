@@ -29,12 +29,21 @@ CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,  -- canonical UUIDv7 text sorts by upload time
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
-    modified INTEGER NOT NULL
+    modified INTEGER NOT NULL,
+    owner TEXT,  -- the name of the API key that uploaded it
+    name TEXT,  -- the file name it was uploaded under
+    original_type TEXT NOT NULL DEFAULT 'application/octet-stream'
 );
 -- Uploads and deletes in progress; one cut off by a crash leaves its row for the janitor.
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS janitor_rounds (round INTEGER PRIMARY KEY);
 """
+_ADDED_COLUMNS = {
+    "owner": "TEXT",
+    "name": "TEXT",
+    "original_type": "TEXT NOT NULL DEFAULT 'application/octet-stream'",
+}
+_RECORD_COLUMNS = "id, width, height, modified, owner, name"
 
 
 class LocalStorage:
@@ -67,13 +76,26 @@ class LocalStorage:
     async def save(
         self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
     ) -> None:
-        await self._run(self._save, record, original, jpeg)
+        await self._run(self._save, record, original, original_type, jpeg)
 
     async def stat(self, image_id: UUID) -> ImageStat:
         return await self._run(self._stat, image_id)
 
     async def open(self, image_id: UUID, byte_range: ByteRange | None = None) -> StoredImage:
         record, file = await self._run(self._open, image_id)
+        return self._stream(record, file, byte_range)
+
+    async def open_original(self, record: ImageRecord) -> StoredImage:
+        content_type, file = await self._run(self._open_original, record.id)
+        return self._stream(record, file, None, content_type)
+
+    def _stream(
+        self,
+        record: ImageRecord,
+        file: IO[bytes],
+        byte_range: ByteRange | None,
+        content_type: str = "image/jpeg",
+    ) -> StoredImage:
         length = os.fstat(file.fileno()).st_size
         start, end = byte_range or (0, length - 1)
 
@@ -89,10 +111,10 @@ class LocalStorage:
         async def close() -> None:
             file.close()
 
-        return StoredImage(record, length, chunks(), close, byte_range)
+        return StoredImage(record, length, chunks(), close, byte_range, content_type)
 
-    async def delete(self, image_id: UUID) -> None:
-        await self._run(self._delete, image_id)
+    async def delete(self, record: ImageRecord) -> None:
+        await self._run(self._delete, record.id)
 
     async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         return await self._run(self._list, after, limit)
@@ -115,13 +137,20 @@ class LocalStorage:
         # NOTE: WAL lets several uvicorn workers read while one writes.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        # NOTE: an index made before images had owners and names gains their columns.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
+        for column, declaration in _ADDED_COLUMNS.items():
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE images ADD COLUMN {column} {declaration}")
 
     def _check(self) -> None:
         self._database.execute("SELECT 1 FROM images LIMIT 1").fetchall()
         if not os.access(self._root / "images", os.W_OK):
             raise StorageUnavailable(f"{self._root / 'images'} is not writable")
 
-    def _save(self, record: ImageRecord, original: IO[bytes], jpeg: IO[bytes]) -> None:
+    def _save(
+        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
+    ) -> None:
         image_id = str(record.id)
         reserved = self._database.execute(
             "INSERT OR IGNORE INTO pending SELECT ?, ? "
@@ -135,8 +164,16 @@ class LocalStorage:
             self._write(self._jpeg_path(record.id), jpeg)
             with self._transaction():
                 self._database.execute(
-                    "INSERT INTO images VALUES (?, ?, ?, ?)",
-                    (image_id, *record.size, int(record.modified.timestamp())),
+                    f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        image_id,
+                        *record.size,
+                        int(record.modified.timestamp()),
+                        record.owner,
+                        record.name,
+                        original_type,
+                    ),
                 )
                 self._database.execute("DELETE FROM pending WHERE id = ?", (image_id,))
         except BaseException:
@@ -157,6 +194,17 @@ class LocalStorage:
         record = self._record(image_id)
         try:
             return record, self._jpeg_path(image_id).open("rb")
+        except FileNotFoundError:
+            raise ImageNotFound("no image with this id") from None
+
+    def _open_original(self, image_id: UUID) -> tuple[str, IO[bytes]]:
+        row = self._database.execute(
+            "SELECT original_type FROM images WHERE id = ?", (str(image_id),)
+        ).fetchone()
+        try:
+            if row is None:
+                raise FileNotFoundError
+            return row[0], self._original_path(image_id).open("rb")
         except FileNotFoundError:
             raise ImageNotFound("no image with this id") from None
 
@@ -195,14 +243,14 @@ class LocalStorage:
 
     def _list(self, after: UUID | None, limit: int) -> list[ImageRecord]:
         rows = self._database.execute(
-            "SELECT id, width, height, modified FROM images WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT {_RECORD_COLUMNS} FROM images WHERE id > ? ORDER BY id LIMIT ?",
             (str(after) if after else "", limit),
         )
         return [_record(*row) for row in rows]
 
     def _record(self, image_id: UUID) -> ImageRecord:
         row = self._database.execute(
-            "SELECT id, width, height, modified FROM images WHERE id = ?", (str(image_id),)
+            f"SELECT {_RECORD_COLUMNS} FROM images WHERE id = ?", (str(image_id),)
         ).fetchone()
         if row is None:
             raise ImageNotFound("no image with this id")
@@ -243,5 +291,9 @@ def _partial(path: Path) -> Path:
     return path.with_name(f"{path.name}.partial")
 
 
-def _record(image_id: str, width: int, height: int, modified: int) -> ImageRecord:
-    return ImageRecord(UUID(image_id), (width, height), datetime.fromtimestamp(modified, UTC))
+def _record(
+    image_id: str, width: int, height: int, modified: int, owner: str | None, name: str | None
+) -> ImageRecord:
+    return ImageRecord(
+        UUID(image_id), (width, height), datetime.fromtimestamp(modified, UTC), owner, name
+    )

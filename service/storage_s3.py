@@ -24,6 +24,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import quote, unquote
 from uuid import UUID
 
 import aioboto3
@@ -143,6 +144,11 @@ class S3Storage:
             "height": str(record.size[1]),
             "modified": str(int(record.modified.timestamp())),
         }
+        # NOTE: object metadata is ASCII: the name goes percent-encoded (the owner's is ASCII).
+        if record.owner is not None:
+            metadata["owner"] = record.owner
+        if record.name is not None:
+            metadata["name"] = quote(record.name, safe="")
         writes = _Writes()
         try:
             with self._call("upload"), _first_error():
@@ -188,6 +194,17 @@ class S3Storage:
             request["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         with self._call("get_object"):
             response = await self._client.get_object(**request)
+        record = _record_from_metadata(image_id, response["Metadata"])
+        return self._stream(record, response, byte_range)
+
+    def _stream(
+        self,
+        record: ImageRecord,
+        response: dict[str, Any],
+        byte_range: ByteRange | None,
+        content_type: str = "image/jpeg",
+    ) -> StoredImage:
+        """A GetObject response's body, to be read in chunks."""
         body = response["Body"]
         length = response["ContentLength"]
         if byte_range is not None:  # "bytes 0-99/12345": the whole length is after the slash
@@ -201,18 +218,23 @@ class S3Storage:
         async def close() -> None:
             body.close()
 
-        record = _record_from_metadata(image_id, response["Metadata"])
-        return StoredImage(record, length, chunks(), close, byte_range)
+        return StoredImage(record, length, chunks(), close, byte_range, content_type)
 
-    async def delete(self, image_id: UUID) -> None:
-        record = (await self.stat(image_id)).record
+    async def open_original(self, record: ImageRecord) -> StoredImage:
+        with self._call("get_object"):
+            response = await self._client.get_object(
+                Bucket=self._bucket, Key=self._original_key(record.id)
+            )
+        return self._stream(record, response, None, response["ContentType"])
+
+    async def delete(self, record: ImageRecord) -> None:
         with self._call("delete"):
             # NOTE: marked first, so the janitor finishes a delete cut off halfway; unlisted
             #   next, so a half-finished delete never shows a broken image.
-            pending = self._pending_key(image_id)
+            pending = self._pending_key(record.id)
             await self._client.put_object(Bucket=self._bucket, Key=pending, Body=b"")
             await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))
-            await self._delete_objects([self._jpeg_key(image_id), self._original_key(image_id)])
+            await self._delete_objects([self._jpeg_key(record.id), self._original_key(record.id)])
             await self._client.delete_object(Bucket=self._bucket, Key=pending)
 
     async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
@@ -334,9 +356,9 @@ class S3Storage:
 
     def _index_key(self, record: ImageRecord) -> str:
         width, height = record.size
-        return (
-            f"{self._prefix}index/{record.id}/{width}x{height}/{int(record.modified.timestamp())}"
-        )
+        key = f"{self._prefix}index/{record.id}/{width}x{height}/{int(record.modified.timestamp())}"
+        # NOTE: the listing is read from these keys alone, so the file name is part of them.
+        return key if record.name is None else f"{key}/{quote(record.name, safe='')}"
 
 
 @dataclass
@@ -366,16 +388,22 @@ def _body(file: IO[bytes]) -> IO[bytes]:
 
 
 def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageRecord:
+    name = metadata.get("name")
     return ImageRecord(
         image_id,
         (int(metadata["width"]), int(metadata["height"])),
         datetime.fromtimestamp(int(metadata["modified"]), UTC),
+        metadata.get("owner"),
+        unquote(name) if name is not None else None,
     )
 
 
-def _record_from_index_key(name: str) -> ImageRecord:
-    image_id, size, epoch = name.split("/")
+def _record_from_index_key(key: str) -> ImageRecord:
+    image_id, size, epoch, *name = key.split("/")
     width, height = size.split("x")
     return ImageRecord(
-        UUID(image_id), (int(width), int(height)), datetime.fromtimestamp(int(epoch), UTC)
+        UUID(image_id),
+        (int(width), int(height)),
+        datetime.fromtimestamp(int(epoch), UTC),
+        name=unquote(name[0]) if name else None,
     )

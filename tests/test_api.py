@@ -51,6 +51,7 @@ async def test_tutorial_flow(client: ASGIConductor) -> None:
         "id": FIRST_ID,
         "image": f"/images/{FIRST_ID}.jpeg",
         "size": [462, 462],
+        "name": None,  # a raw body has no file name
         "thumbnails": [
             f"/thumbnails/{FIRST_ID}/231x231.jpeg",
             f"/thumbnails/{FIRST_ID}/115x115.jpeg",

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from service.access import keys
+
 from . import samples
 from .servers import REPO, MotoS3, SeaweedFS, Uvicorn, free_port
 
@@ -38,21 +40,24 @@ def serve() -> Iterator:  # type: ignore[type-arg]
 def test_tutorial_flow_over_http_with_s3_and_redis(
     serve, moto: MotoS3, bucket: str, redis_url: str
 ) -> None:  # type: ignore[no-untyped-def]
+    key = keys.new_key()
     server = serve(
         {
             "ASGILOOK_S3_BUCKET": bucket,
             "ASGILOOK_S3_ENDPOINT_URL": moto.url,
             "ASGILOOK_REDIS_URL": redis_url,
+            "ASGILOOK_API_KEYS": keys.entry("tutorial", "uploader", key),
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
         }
     )
+    authorized = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=server.url) as http:
         assert http.get("/images").json() == []
         created = http.post(
             "/images",
             content=samples.png_with_alpha((462, 462)),
-            headers={"Content-Type": "image/png"},
+            headers={"Content-Type": "image/png", **authorized},
         )
         assert created.status_code == 201
         image = created.json()
@@ -73,7 +78,8 @@ def test_tutorial_flow_over_http_with_s3_and_redis(
         )
         assert hit.content == miss.content
 
-        assert http.delete(image["image"]).status_code == 204
+        assert http.delete(image["image"]).status_code == 401
+        assert http.delete(image["image"], headers=authorized).status_code == 204
         assert http.get(thumbnail).status_code == 404
         assert http.get("/images").json() == []
         assert http.put("/images").status_code == 405
@@ -126,6 +132,7 @@ def s3_environment(moto: MotoS3, bucket: str) -> dict[str, str]:
     return {
         "ASGILOOK_S3_BUCKET": bucket,
         "ASGILOOK_S3_ENDPOINT_URL": moto.url,
+        "ASGILOOK_ANONYMOUS_WRITES": "true",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
@@ -267,6 +274,7 @@ def test_two_workers_on_seaweedfs_and_redis_lose_nothing_across_a_restart(  # ty
         environment = {
             "ASGILOOK_S3_BUCKET": "images",
             "ASGILOOK_S3_ENDPOINT_URL": seaweed.url,
+            "ASGILOOK_ANONYMOUS_WRITES": "true",
             "ASGILOOK_REDIS_URL": redis_url,
             "AWS_ACCESS_KEY_ID": SeaweedFS.ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SeaweedFS.SECRET_KEY,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.access import keys
 from service.settings import ENV_PREFIX, Settings
 
 from .servers import REPO
@@ -54,11 +55,17 @@ def test_every_setting_has_one_name_everywhere() -> None:
 @pytest.mark.parametrize(
     "environment", [compose_environment, configmap_data], ids=["compose", "k8s"]
 )
-def test_deployed_values_are_valid_settings(environment, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_deployed_values_are_valid_settings(
+    environment, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     for name, value in environment().items():
         monkeypatch.setenv(name, value)
+    # The mounted secret, as `asgilook keys new` makes its entries:
+    (tmp_path / "api-keys").write_text(keys.entry("ops", "admin", keys.new_key()) + "\n")
+    monkeypatch.setenv("ASGILOOK_API_KEYS_FILE", str(tmp_path / "api-keys"))
     settings = Settings(_env_file=None)
     assert settings.s3_bucket and settings.redis_url
+    assert len(settings.keyring()) == 1 and not settings.anonymous_writes
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -89,7 +96,7 @@ def test_kubernetes_manifests_are_valid() -> None:
     }  # fmt: skip
 
 
-def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
+def test_kustomization_lists_every_manifest_but_the_secret_examples() -> None:
     kustomization = yaml.safe_load((INFRA / "k8s" / "kustomization.yaml").read_text())
-    expected = {path.name for path in MANIFESTS} - {"secret.example.yaml"}
+    expected = {path.name for path in MANIFESTS if not path.name.endswith(".example.yaml")}
     assert set(kustomization["resources"]) == expected

@@ -40,6 +40,7 @@ async def test_readiness_is_degraded_without_redis(
     settings = Settings(
         _env_file=None,
         s3_bucket=bucket,
+        anonymous_writes=True,
         s3_endpoint_url=moto.url,
         redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
         storage_path=tmp_path,
@@ -60,6 +61,7 @@ async def test_readiness_fails_without_the_image_store(redis_url: str, tmp_path:
     settings = Settings(
         _env_file=None,
         s3_bucket="photos",
+        anonymous_writes=True,
         s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
         s3_max_attempts=1,
         redis_url=redis_url,

@@ -83,6 +83,7 @@ async def test_s3_down_is_503_with_retry_after_then_recovers(
     settings = Settings(
         _env_file=None,
         s3_bucket="photos",
+        anonymous_writes=True,
         s3_endpoint_url=own_moto.url,
         s3_max_attempts=2,  # quicker 503s for this test
         redis_url=redis_url,

@@ -26,6 +26,7 @@ def test_defaults_are_the_embedded_mode() -> None:
 def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
         "ASGILOOK_S3_BUCKET=photos\nASGILOOK_CACHE_TTL=60\nASGILOOK_REDIS_URL=\n"
+        "ASGILOOK_ANONYMOUS_WRITES=true\n"
     )
     monkeypatch.setenv("ASGILOOK_CACHE_TTL", "120")  # the environment wins over .env
     monkeypatch.setenv("ASGILOOK_S3_PREFIX", "/team/photos/")

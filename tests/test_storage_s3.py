@@ -28,6 +28,7 @@ def s3_settings(moto: MotoS3, bucket: str, redis_url: str, tmp_path) -> Settings
     return Settings(
         _env_file=None,
         s3_bucket=bucket,
+        anonymous_writes=True,
         s3_endpoint_url=moto.url,
         s3_prefix="team/photos",
         redis_url=redis_url,
@@ -159,6 +160,7 @@ async def test_the_bucket_is_created_on_startup_when_asked(
     settings = Settings(
         _env_file=None,
         s3_bucket=name,
+        anonymous_writes=True,
         s3_endpoint_url=moto.url,
         s3_region=region,
         s3_create_bucket=True,

@@ -61,6 +61,7 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
     settings = Settings(
         _env_file=None,
         s3_bucket=bucket,
+        anonymous_writes=True,
         s3_endpoint_url=proxy.url,
         s3_max_attempts=1,  # an outage at once, not after retries
         orphan_age=1,
