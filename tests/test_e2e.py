@@ -47,6 +47,7 @@ def test_tutorial_flow_over_http_with_s3_and_redis(
             "ASGILOOK_S3_ENDPOINT_URL": moto.url,
             "ASGILOOK_REDIS_URL": redis_url,
             "ASGILOOK_API_KEYS": keys.entry("tutorial", "uploader", key),
+            "ASGILOOK_LOG_LEVEL": "DEBUG",
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
         }
@@ -83,6 +84,11 @@ def test_tutorial_flow_over_http_with_s3_and_redis(
         assert http.get(thumbnail).status_code == 404
         assert http.get("/images").json() == []
         assert http.put("/images").status_code == 405
+    server.stop()
+    # Neither the key nor its hash is logged, at any level.
+    assert key not in server.output()
+    assert keys.entry("tutorial", "uploader", key).rsplit(":", 1)[1] not in server.output()
+    assert '"key": "tutorial"' in server.output()  # its name is, in the access log
 
 
 def test_chunked_upload_over_the_limit_is_refused_while_it_streams(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -153,7 +159,15 @@ def test_a_30_mb_photo_upload_to_s3_adds_little_memory(serve, moto: MotoS3, buck
     assert growth < 64 * 1024 * 1024, f"peak RSS grew by {growth / 2**20:.0f} MiB"
 
 
-def test_invalid_settings_stop_startup_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"ASGILOOK_CACHE_TTL": "an hour"}, ["ASGILOOK_CACHE_TTL", "'an hour'"]),
+        # Secure by default: a bucket without keys needs anonymous writes said explicitly.
+        ({"ASGILOOK_S3_BUCKET": "photos"}, ["ASGILOOK_API_KEYS", "ASGILOOK_ANONYMOUS_WRITES"]),
+    ],
+)
+def test_invalid_settings_stop_startup_with_one_line(tmp_path, environment, named) -> None:  # type: ignore[no-untyped-def]
     result = subprocess.run(
         [
             sys.executable,
@@ -166,7 +180,7 @@ def test_invalid_settings_stop_startup_with_one_line(tmp_path) -> None:  # type:
             "0",
         ],
         cwd=tmp_path,
-        env={"ASGILOOK_CACHE_TTL": "an hour", "PATH": "/usr/bin:/bin"},
+        env={**environment, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -175,7 +189,7 @@ def test_invalid_settings_stop_startup_with_one_line(tmp_path) -> None:  # type:
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if "ASGILOOK" in line]
     assert len(lines) == 1
-    assert "ASGILOOK_CACHE_TTL" in lines[0] and "'an hour'" in lines[0]
+    assert all(name in lines[0] for name in named), lines[0]
 
 
 def test_embedded_workers_see_each_others_writes(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
