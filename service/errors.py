@@ -57,6 +57,10 @@ class UnsupportedImage(ServiceError):
     title = "Unsupported image"
 
 
+class InvalidForm(ServiceError):
+    title = "Invalid form"
+
+
 class InvalidImage(ServiceError):
     title = "Invalid image"
 

@@ -85,6 +85,16 @@ class StoredImage:
         return b"".join([chunk async for chunk in self.chunks])
 
 
+class UploadBody(Protocol):
+    """An upload as it arrives: its bytes, the length announced for them if any, and the file
+    name the client gave, if any (known once the bytes are read)."""
+
+    declared_length: int | None
+    name: str | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
 class Storage(Protocol):
     """Where images and their records live: an S3 bucket or the embedded local store. Opened
     (connected) on entry, closed on exit."""
@@ -243,15 +253,9 @@ class ImageService:
     def thumbnail_sizes(self, record: ImageRecord) -> list[Size]:
         return thumbnail_sizes(record.size, self._min_thumb_size)
 
-    async def upload(
-        self,
-        body: AsyncIterable[bytes],
-        declared_length: int | None,
-        *,
-        owner: str | None = None,
-        name: str | None = None,
-    ) -> ImageRecord:
+    async def upload(self, body: UploadBody, *, owner: str | None = None) -> ImageRecord:
         """Check, convert and store an upload streamed from the client."""
+        declared_length = body.declared_length
         if declared_length is not None and declared_length > self._max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
         with (
@@ -267,7 +271,7 @@ class ImageService:
                 processing.normalise, spool, self._max_image_pixels, served
             )
             modified = self._clock().replace(microsecond=0)
-            record = ImageRecord(self._new_id(), normalised.size, modified, owner, name)
+            record = ImageRecord(self._new_id(), normalised.size, modified, owner, body.name)
             spool.seek(0)
             served.seek(0)
             await self._storage.save(record, spool, normalised.original_type, served)

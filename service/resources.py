@@ -16,6 +16,7 @@ from .access.policy import Caller
 from .cache import Cache
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
+from .uploads import upload_body
 from .validators import is_conditional, not_modified, set_validators
 
 DEFAULT_PAGE_SIZE = 100
@@ -29,6 +30,7 @@ _STATUS = {
     errors.ImageExists: falcon.HTTP_409,
     errors.EmptyUpload: falcon.HTTP_400,
     errors.InvalidImage: falcon.HTTP_400,
+    errors.InvalidForm: falcon.HTTP_400,
     errors.InvalidCursor: falcon.HTTP_400,
     errors.UploadTooLarge: falcon.HTTP_413,
     errors.UploadTimeout: falcon.HTTP_408,
@@ -67,7 +69,7 @@ class ImageList:
     async def on_post(self, req: Request, resp: Response) -> None:
         caller: Caller = req.context.caller
         caller.may_upload()
-        record = await self._images.upload(req.stream, req.content_length, owner=caller.owner)
+        record = await self._images.upload(upload_body(req), owner=caller.owner)
         resp.status = falcon.HTTP_201
         resp.location = image_uri(record.id)
         resp.media = self._describe(record)

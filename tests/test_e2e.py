@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import select
@@ -130,6 +131,39 @@ def test_memory_per_upload_stays_bounded(serve, tmp_path) -> None:  # type: igno
                 yield block
 
         assert http.post("/images", content=body()).status_code == 415
+        growth = server.peak_rss_bytes() - before
+    assert growth < 32 * 1024 * 1024, f"peak RSS grew by {growth / 2**20:.0f} MiB"
+
+
+def test_a_form_upload_is_streamed_with_bounded_memory(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = serve(
+        {
+            "ASGILOOK_STORAGE_PATH": str(tmp_path / "data"),
+            "ASGILOOK_MAX_UPLOAD_BYTES": str(300 * 1024 * 1024),
+        }
+    )
+
+    class Garbage(io.RawIOBase):
+        """160 MB made as it is read: httpx streams a file part in chunks."""
+
+        left = 160 * 1024 * 1024
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+            size = min(len(buffer), self.left)
+            buffer[:size] = b"n" * size
+            self.left -= size
+            return size
+
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        photo = {"file": ("photo.jpg", samples.jpeg((256, 256)), "image/jpeg")}
+        created = http.post("/images", files=photo, data={"title": "a photo"})
+        assert created.status_code == 201 and created.json()["name"] == "photo.jpg"
+        before = server.peak_rss_bytes()
+        refused = http.post("/images", files={"file": ("big.bin", Garbage())})
+        assert refused.status_code == 415, refused.text
         growth = server.peak_rss_bytes() - before
     assert growth < 32 * 1024 * 1024, f"peak RSS grew by {growth / 2**20:.0f} MiB"
 
