@@ -13,6 +13,7 @@ import falcon.asgi
 import uuid6
 
 from .access.callers import Callers
+from .access.rate_limits import RateLimits
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
 from .images import ImageService, ImageWorkers, Storage, utc_now
@@ -89,6 +90,10 @@ def create_app(
     metrics = Metrics()
     storage, cache = build_stores(settings, metrics)
 
+    rate_limits = RateLimits(
+        {"uploads": settings.rate_limit_uploads, "renders": settings.rate_limit_renders},
+        settings.redis_url,
+    )
     workers = ImageWorkers(settings.image_threads, settings.image_queue, metrics)
     images = ImageService(
         storage,
@@ -114,14 +119,22 @@ def create_app(
         telemetry,
         NoSniff(),
         Callers(keyring, settings.anonymous_writes),
-        Lifespan(storage, cache, workers, Janitor(storage, settings.orphan_age, metrics, clock)),
+        Lifespan(
+            storage,
+            cache,
+            rate_limits,
+            workers,
+            Janitor(storage, settings.orphan_age, metrics, clock),
+        ),
         ResponseCache(cache, metrics),
     ]
     app = falcon.asgi.App(middleware=middleware)
-    app.add_route("/images", ImageList(images))
+    app.add_route("/images", ImageList(images, rate_limits))
     app.add_route("/images/{image_id:uuid}.jpeg", Image(images))
     app.add_route("/images/{image_id:uuid}/original", Original(images))
-    app.add_route("/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg", Thumbnail(images))
+    app.add_route(
+        "/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg", Thumbnail(images, rate_limits)
+    )
     app.add_route("/healthz", Liveness())
     app.add_route("/readyz", Readiness(storage, cache))
     app.add_route("/metrics", MetricsEndpoint(metrics))

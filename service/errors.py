@@ -25,6 +25,18 @@ class Forbidden(ServiceError):
     title = "Forbidden"
 
 
+class RateLimited(ServiceError):
+    """Over a rate limit; what the RateLimit headers and Retry-After say."""
+
+    title = "Too many requests"
+
+    def __init__(self, message: str, policy: str, state: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.state = state
+        self.retry_after = retry_after
+
+
 class ImageExists(ServiceError):
     """A save found its id taken: never overwritten, never cleaned up (it is not the save's)."""
 

@@ -13,6 +13,7 @@ from falcon.asgi import Request, Response
 
 from . import errors
 from .access.policy import Caller
+from .access.rate_limits import RateLimits
 from .cache import Cache
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
@@ -41,6 +42,7 @@ _STATUS = {
     errors.StorageUnavailable: falcon.HTTP_503,
     errors.RangeNotSatisfiable: falcon.HTTP_416,
     errors.Overloaded: falcon.HTTP_503,
+    errors.RateLimited: falcon.HTTP_429,
 }
 _RETRY_AFTER_SECONDS = {errors.StorageUnavailable: 5, errors.Overloaded: 1}
 
@@ -54,8 +56,9 @@ class ImageList:
 
     cache_responses = True
 
-    def __init__(self, images: ImageService) -> None:
+    def __init__(self, images: ImageService, rate_limits: RateLimits) -> None:
         self._images = images
+        self._rate_limits = rate_limits
 
     async def on_get(self, req: Request, resp: Response) -> None:
         limit = req.get_param_as_int(
@@ -69,7 +72,11 @@ class ImageList:
     async def on_post(self, req: Request, resp: Response) -> None:
         caller: Caller = req.context.caller
         caller.may_upload()
+        quota = await self._rate_limits.take("uploads", caller.identity)
         record = await self._images.upload(upload_body(req), owner=caller.owner)
+        if quota is not None:
+            resp.set_header("RateLimit-Policy", quota.policy)
+            resp.set_header("RateLimit", quota.state)
         resp.status = falcon.HTTP_201
         resp.location = image_uri(record.id)
         resp.media = self._describe(record)
@@ -161,8 +168,9 @@ class Thumbnail:
 
     cache_responses = True
 
-    def __init__(self, images: ImageService) -> None:
+    def __init__(self, images: ImageService, rate_limits: RateLimits) -> None:
         self._images = images
+        self._rate_limits = rate_limits
 
     async def on_get(
         self, req: Request, resp: Response, image_id: UUID, width: int, height: int
@@ -175,6 +183,8 @@ class Thumbnail:
             if not_modified(req, etag, record.modified):
                 resp.status = falcon.HTTP_304
                 return
+        # NOTE: a hit never gets here: only what must be rendered counts.
+        await self._rate_limits.take("renders", req.context.caller.identity)
         record, resp.data = await self._images.thumbnail(image_id, (width, height))
         set_validators(resp, self._images.thumbnail_etag(record, (width, height)), record.modified)
 
@@ -258,6 +268,10 @@ async def service_error(req: Request, resp: Response, error: Exception, params: 
         headers["Retry-After"] = str(_RETRY_AFTER_SECONDS[type(error)])
     if isinstance(error, errors.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{error.length}"
+    if isinstance(error, errors.RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+        headers["RateLimit-Policy"] = error.policy
+        headers["RateLimit"] = error.state
     if isinstance(error, errors.Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="asgilook"'
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import limits
 from pydantic import (
     Field,
     PrivateAttr,
@@ -96,7 +97,26 @@ class Settings(BaseSettings):
         description="Let requests without a key upload although keys are configured. Against "
         "a bucket with no keys at all, it must be set for the service to start.",
     )
+    rate_limit_uploads: str = Field(
+        "60/minute",
+        description="Uploads per key (per client address without one), e.g. 60/minute or "
+        "1000/day; shared through Redis when it is configured; empty = no limit.",
+    )
+    rate_limit_renders: str = Field(
+        "600/minute",
+        description="Thumbnail renders (cache misses) per key or client address; empty = no limit.",
+    )
     _keys: list[ApiKey] = PrivateAttr(default_factory=list)
+
+    @field_validator("rate_limit_uploads", "rate_limit_renders")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        if value:
+            try:
+                limits.parse(value)
+            except ValueError:
+                raise ValueError("a rate such as 60/minute, 10/second or 1000/day") from None
+        return value
 
     @model_validator(mode="after")
     def _read_api_keys(self) -> Settings:

@@ -27,7 +27,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:::PIL")
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[falcon.testing.ASGIConductor]:
     settings = Settings(
-        _env_file=None, storage_path=tmp_path / "data", min_thumb_size=8, max_image_pixels=4_000_000
+        _env_file=None,
+        storage_path=tmp_path / "data",
+        min_thumb_size=8,
+        max_image_pixels=4_000_000,
+        rate_limit_uploads="",  # hundreds of uploads from one client
+        rate_limit_renders="",
     )
     async with falcon.testing.ASGIConductor(create_app(settings)) as conductor:
         yield conductor
