@@ -13,6 +13,7 @@ import falcon.asgi
 import uuid6
 
 from .access.callers import Callers
+from .access.cors import Cors
 from .access.rate_limits import RateLimits
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
@@ -118,6 +119,8 @@ def create_app(
     middleware: list[Any] = [
         telemetry,
         NoSniff(),
+        # NOTE: before the response cache: its headers are added to cached answers too.
+        *([Cors(origins)] if (origins := settings.cors_origin_list()) else []),
         Callers(keyring, settings.anonymous_writes),
         Lifespan(
             storage,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from importlib.metadata import version
 
@@ -28,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the service (uvicorn) with the settings")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="worker processes (WEB_CONCURRENCY, else 1); with 2 or more, SIGHUP restarts "
+        "them one at a time without dropping requests",
+    )
 
     key_commands = commands.add_parser("keys", help="API keys").add_subparsers(
         dest="keys_command", required=True, metavar="COMMAND"
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except SettingsError as error:
         print(error, file=sys.stderr)
-        return 2
+        return SettingsError.EXIT_CODE
     if arguments.command == "serve":
         return _serve(arguments.host, arguments.port, arguments.workers)
     return asyncio.run(_check(settings))

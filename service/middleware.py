@@ -28,7 +28,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _PER_REQUEST = frozenset({CACHE_HEADER.lower(), REQUEST_ID_HEADER.lower()})
 # NOTE: a client's id is echoed into headers and logs, so only a safe, short one is kept.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+# NOTE: a conditional request's 304, and a cross-origin request's CORS headers, are Falcon's.
+_FOR_FALCON = frozenset({b"if-none-match", b"if-modified-since", b"origin"})
 _REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()
 _CACHE_HIT = (CACHE_HEADER.lower().encode(), b"Hit")
 
@@ -160,8 +161,8 @@ class HotResponses:
         scope["headers"] = headers = [(name, value) for name, value in scope["headers"]]
         given = ""
         for name, value in headers:
-            if name in _CONDITIONAL:
-                return await self._app(scope, receive, send)  # a 304 is Falcon's to answer
+            if name in _FOR_FALCON:
+                return await self._app(scope, receive, send)
             if name == _REQUEST_ID_NAME:
                 given = value.decode("latin-1")
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -106,7 +107,23 @@ class Settings(BaseSettings):
         "600/minute",
         description="Thumbnail renders (cache misses) per key or client address; empty = no limit.",
     )
+    cors_origins: str = Field(
+        "",
+        description="Origins whose browser pages may call the API (CORS), separated by commas, "
+        "e.g. https://photos.example.com; * for any; empty = none.",
+    )
     _keys: list[ApiKey] = PrivateAttr(default_factory=list)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in filter(None, (part.strip() for part in value.split(","))):
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://example.com")
+        return value
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @field_validator("rate_limit_uploads", "rate_limit_renders")
     @classmethod
@@ -165,6 +182,10 @@ class Settings(BaseSettings):
 
 class SettingsError(SystemExit):
     """Startup stops with one readable line instead of a traceback."""
+
+    # NOTE: uvicorn's exit code for a failed startup: its supervisor then stops, instead of
+    #   starting workers that fail the same way again and again.
+    EXIT_CODE = 3
 
 
 def load_settings() -> Settings:
