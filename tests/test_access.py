@@ -110,6 +110,22 @@ async def test_access_matrix(
         assert keys.entry("x", "admin", key).rsplit(":", 1)[1] not in caplog.text
 
 
+async def test_without_keys_a_warning_says_how_to_turn_them_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_app(Settings(_env_file=None, storage_path=tmp_path))
+    assert "anyone may upload and delete" in caplog.text
+    assert "ASGILOOK_API_KEYS" in caplog.text
+
+
+async def test_cached_answers_say_nosniff_too(client: falcon.testing.ASGIConductor) -> None:
+    thumbnail = (await upload_as(client, "owner"))["thumbnails"][0]
+    for cache in ("Miss", "Hit", "Hit"):  # the last one answered in front of Falcon
+        result = await client.simulate_get(thumbnail)
+        assert result.headers["X-ASGILook-Cache"] == cache
+        assert result.headers["X-Content-Type-Options"] == "nosniff"
+
+
 async def test_the_original_is_the_upload_exactly_as_received(
     client: falcon.testing.ASGIConductor,
 ) -> None:

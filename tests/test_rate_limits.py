@@ -97,6 +97,7 @@ def test_a_limit_is_shared_by_every_worker_through_redis(redis_url: str, tmp_pat
             "ASGILOOK_STORAGE_PATH": str(tmp_path / "data"),
             "ASGILOOK_REDIS_URL": redis_url,
             "ASGILOOK_API_KEYS": ENTRIES,
+            "ASGILOOK_ANONYMOUS_WRITES": "true",
             "ASGILOOK_RATE_LIMIT_UPLOADS": "5/minute",
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         },
@@ -112,6 +113,16 @@ def test_a_limit_is_shared_by_every_worker_through_redis(redis_url: str, tmp_pat
         workers = {path.name for path in (tmp_path / "metrics").glob("counter_*.db")}
         assert len(workers) == 2, "both workers must have answered"
         assert statuses.count(201) == 5 and statuses.count(429) == 7, statuses
+        # Anonymous uploads count by client address, as uvicorn reports it from the proxy
+        # headers it trusts (127.0.0.1 by default): one client's limit is not another's.
+        for client_address in ("198.51.100.7", "198.51.100.8"):
+            forwarded = {"X-Forwarded-For": client_address}
+            with httpx.Client(base_url=server.url) as http:
+                answers = [
+                    http.post("/images", content=PHOTO, headers=forwarded).status_code
+                    for _ in range(6)
+                ]
+            assert answers == [201] * 5 + [429], (client_address, answers)
     finally:
         server.close()
 
