@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        default=_web_concurrency(),
         help="worker processes (WEB_CONCURRENCY, else 1); with 2 or more, SIGHUP restarts "
         "them one at a time without dropping requests",
     )
@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "serve":
         return _serve(arguments.host, arguments.port, arguments.workers)
     return asyncio.run(_check(settings))
+
+
+def _web_concurrency() -> int:
+    """WEB_CONCURRENCY, uvicorn's and the container's worker count, if it is a number."""
+    value = os.environ.get("WEB_CONCURRENCY", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def _new_key(name: str, role: keys.Role, as_json: bool) -> int:

@@ -53,6 +53,8 @@ class Janitor:
                 await self.sweep()
             except ServiceError as error:
                 log.warning("janitor round skipped: %s", error)
+            except Exception:  # whatever it is, the next round tries again
+                log.exception("janitor round failed")
 
     async def sweep(self) -> None:
         """One round, if no other worker has claimed it."""

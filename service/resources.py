@@ -17,7 +17,7 @@ from .access.rate_limits import RateLimits
 from .cache import Cache
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
-from .uploads import upload_body
+from .uploads import attachment, upload_body
 from .validators import is_conditional, not_modified, set_validators
 
 DEFAULT_PAGE_SIZE = 100
@@ -154,8 +154,12 @@ class Original:
             image_id, lambda record: caller.may_read_original(record.owner)
         )
         resp.content_type = stored.content_type
-        resp.downloadable_as = stored.record.name or (
-            f"{image_id}{mimetypes.guess_extension(stored.content_type) or ''}"
+        resp.set_header(
+            "Content-Disposition",
+            attachment(
+                stored.record.name
+                or f"{image_id}{mimetypes.guess_extension(stored.content_type) or ''}"
+            ),
         )
         # NOTE: private data: no shared cache may keep it, and no browser cache either.
         resp.cache_control = ("private", "no-store")
@@ -176,17 +180,17 @@ class Thumbnail:
         self, req: Request, resp: Response, image_id: UUID, width: int, height: int
     ) -> None:
         resp.content_type = falcon.MEDIA_JPEG
-        if is_conditional(req):
-            record = await self._images.thumbnail_record(image_id, (width, height))
-            etag = self._images.thumbnail_etag(record, (width, height))
+        # NOTE: read first, so that a 404 or a 304 neither renders nor counts as a render.
+        record = await self._images.thumbnail_record(image_id, (width, height))
+        etag = self._images.thumbnail_etag(record, (width, height))
+        if not_modified(req, etag, record.modified):
             set_validators(resp, etag, record.modified)
-            if not_modified(req, etag, record.modified):
-                resp.status = falcon.HTTP_304
-                return
-        # NOTE: a hit never gets here: only what must be rendered counts.
+            resp.status = falcon.HTTP_304
+            return
         await self._rate_limits.take("renders", req.context.caller.identity)
-        record, resp.data = await self._images.thumbnail(image_id, (width, height))
-        set_validators(resp, self._images.thumbnail_etag(record, (width, height)), record.modified)
+        _, resp.data = await self._images.thumbnail(image_id, (width, height))
+        # NOTE: only now: an error (429, 503) must not carry a year's Cache-Control.
+        set_validators(resp, etag, record.modified)
 
     on_head = on_get  # Falcon sends the headers and Content-Length, without the body
 

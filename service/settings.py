@@ -149,8 +149,11 @@ class Settings(BaseSettings):
                 ) from None
             keys += _parse_keys("ASGILOOK_API_KEYS_FILE", text)
         names = [key.name for key in keys]
-        if len(set(names)) < len(names):
-            raise ValueError("ASGILOOK_API_KEYS: a key name is given twice")
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"ASGILOOK_API_KEYS(_FILE): the key name {name} is given twice")
+        if len({key.digest for key in keys}) < len(keys):
+            raise ValueError("ASGILOOK_API_KEYS(_FILE): one key is given under two names")
         if self.s3_bucket and not keys and not self.anonymous_writes:
             # NOTE: secure by default: a bucket is shared storage; nobody may write anonymously
             #   to it unless the operator says so.

@@ -126,7 +126,10 @@ class LocalStorage:
         return await self._run(self._clean_up, int(older_than.timestamp()))
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        except (sqlite3.Error, OSError) as error:  # a locked index, a full or failing disk
+            raise StorageUnavailable(f"the image store failed: {error}") from error
 
     def _open_database(self) -> None:
         for folder in ("originals", "images"):

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
 IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
+NAME_SEGMENT = 240  # characters of a percent-encoded file name per segment of a key
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _ALREADY_EXISTS = "PreconditionFailed"  # a conditional write found the key taken
 
@@ -271,31 +272,39 @@ class S3Storage:
             log.info("created bucket %s", self._bucket)
 
     async def claim_round(self, round_number: int) -> bool:
+        claims = f"{self._prefix}janitor/"
         with self._call("janitor_claim"):
             try:
-                await self._create(f"{self._prefix}janitor/{round_number}", b"", _Writes())
+                await self._create(f"{claims}{round_number}", b"", _Writes())
             except ClientError as error:
                 if _code(error) == _ALREADY_EXISTS:
                     return False  # another worker has this round
                 raise
+            # NOTE: the claims of earlier rounds are spent.
+            listed = await self._client.list_objects_v2(Bucket=self._bucket, Prefix=claims)
+            spent = [
+                entry["Key"]
+                for entry in listed.get("Contents", [])
+                if not entry["Key"].removeprefix(claims).isdigit()
+                or int(entry["Key"].removeprefix(claims)) < round_number
+            ]
+            if spent:
+                await self._delete_objects(spent)
         return True
 
     async def clean_up(self, older_than: datetime) -> list[UUID]:
         with self._call("janitor"):
-            rounds = await self._client.list_objects_v2(
-                Bucket=self._bucket, Prefix=f"{self._prefix}janitor/"
-            )
-            # NOTE: the claims of earlier rounds are spent; the newest is this round's.
-            spent = sorted(entry["Key"] for entry in rounds.get("Contents", []))[:-1]
-            if spent:
-                await self._delete_objects(spent)
             pending = await self._client.list_objects_v2(
                 Bucket=self._bucket, Prefix=f"{self._prefix}pending/"
             )
             removed = []
             for entry in pending.get("Contents", []):
-                if entry["LastModified"] < older_than:
+                try:
                     image_id = UUID(entry["Key"].rsplit("/", 1)[1])
+                except ValueError:
+                    log.warning("ignoring a malformed pending key %r", entry["Key"])
+                    continue
+                if entry["LastModified"] < older_than:
                     await self._remove_image(image_id)
                     removed.append(image_id)
         return removed
@@ -357,8 +366,13 @@ class S3Storage:
     def _index_key(self, record: ImageRecord) -> str:
         width, height = record.size
         key = f"{self._prefix}index/{record.id}/{width}x{height}/{int(record.modified.timestamp())}"
-        # NOTE: the listing is read from these keys alone, so the file name is part of them.
-        return key if record.name is None else f"{key}/{quote(record.name, safe='')}"
+        if record.name is None:
+            return key
+        # NOTE: the listing is read from these keys alone, so the file name is part of them:
+        #   percent-encoded, in segments short enough for every store (MinIO's limit: 255).
+        encoded = quote(record.name, safe="")
+        segments = [encoded[at : at + NAME_SEGMENT] for at in range(0, len(encoded), NAME_SEGMENT)]
+        return "/".join([key, *segments])
 
 
 @dataclass
@@ -405,5 +419,5 @@ def _record_from_index_key(key: str) -> ImageRecord:
         UUID(image_id),
         (int(width), int(height)),
         datetime.fromtimestamp(int(epoch), UTC),
-        name=unquote(name[0]) if name else None,
+        name=unquote("".join(name)) if name else None,
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import falcon.testing
 import pytest
@@ -136,12 +138,39 @@ async def test_the_original_is_the_upload_exactly_as_received(
     )
     assert original.content == upload
     assert original.headers["Content-Type"] == "image/jpeg"
+    name = f"{created.json['id']}.jpg"  # no file name given: the id, and the type's extension
     assert original.headers["Content-Disposition"] == (
-        f'attachment; filename="{created.json["id"]}.jpg"'
+        f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
     )
     assert original.headers["Cache-Control"] == "private, no-store"
     assert samples.has_exif(original.content)
     assert not samples.has_exif((await client.simulate_get(created.json["image"])).content)
+
+
+async def test_the_download_name_of_an_original_cannot_be_forged(
+    client: falcon.testing.ASGIConductor,
+) -> None:
+    forged = "x\"; filename*=UTF-8''evil.html; y=\""
+    created = await client.simulate_post(
+        "/images",
+        body=PHOTO,
+        headers={
+            **CALLERS["owner"],
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(forged, safe='')}",
+        },
+    )
+    original = await client.simulate_get(
+        f"/images/{created.json['id']}/original", headers=CALLERS["admin"]
+    )
+    assert created.json["name"] == forged  # kept as given: only the header must be safe
+    header = original.headers["Content-Disposition"]
+    parsed = EmailMessage()
+    parsed["Content-Disposition"] = header
+    # Whichever name a client reads, it is the uploaded one, never evil.html: the ASCII one with
+    # its quotes replaced, or RFC 6266's filename* (which browsers prefer), percent-encoded.
+    assert parsed.get_content_disposition() == "attachment"
+    assert parsed.get_filename() == forged.replace('"', "_")
+    assert header.endswith(f"; filename*=UTF-8''{quote(forged, safe='')}")
 
 
 async def test_the_owner_is_recorded_by_name_never_by_key(
@@ -186,6 +215,11 @@ async def test_without_keys_anyone_writes_and_nobody_reads_originals(tmp_path: P
     """The embedded mode's one-command run: the tutorial's behaviour."""
     settings = Settings(_env_file=None, storage_path=tmp_path)
     async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        # Credentials that are not this service's (a proxy's, say) change nothing.
+        for caller in ("wrong key", "not a bearer"):
+            image = await upload_as(client, caller)
+            deleted = await client.simulate_delete(image["image"], headers=CALLERS[caller])
+            assert deleted.status_code == 204
         image = await upload_as(client, "no key")
         for caller in CALLERS:
             result = await client.simulate_get(
@@ -199,9 +233,19 @@ async def test_without_keys_anyone_writes_and_nobody_reads_originals(tmp_path: P
     ("configuration", "problem"),
     [
         ({"s3_bucket": "photos"}, "a bucket is configured but no API key"),
-        ({"api_keys": "alice:uploader:abc"}, "ASGILOOK_API_KEYS: entry 1 (alice): 64 hex"),
-        ({"api_keys": "alice:owner:" + "0" * 64}, "ASGILOOK_API_KEYS: entry 1 (alice): the role"),
-        ({"api_keys": f"{ENTRIES},{ENTRIES.split(',')[0]}"}, "a key name is given twice"),
+        ({"api_keys": "alice:uploader:abc"}, "ASGILOOK_API_KEYS: entry 1: 64 hex"),
+        ({"api_keys": "alice:owner:" + "0" * 64}, "ASGILOOK_API_KEYS: entry 1: the role"),
+        # A hash (or a key) pasted alone, where a name is expected: not repeated back.
+        ({"api_keys": ENTRIES.split(",")[0].rsplit(":", 1)[1]}, "entry 1: the role"),
+        ({"api_keys": f"{ENTRIES},{ENTRIES.split(',')[0]}"}, "the key name alice is given twice"),
+        (
+            {
+                "api_keys": ENTRIES.replace("bob:", "robert:")
+                + ",bob:uploader:"
+                + ENTRIES.split(",")[1].rsplit(":", 1)[1]
+            },
+            "one key is given under two names",
+        ),
         ({"api_keys_file": "/nonexistent/keys"}, "ASGILOOK_API_KEYS_FILE: cannot be read"),
     ],
 )

@@ -69,6 +69,40 @@ def _percent(text: str) -> str:
     return quote(text, safe="")
 
 
+async def test_an_empty_file_input_and_text_fields_are_not_the_file(
+    client: falcon.testing.ASGIConductor,
+) -> None:
+    body = form(("caption", None, b"a"), ("file", "kept.jpg", PHOTO), ("extra", "", b""))
+    content_type = FORM.replace("multipart/form-data", "Multipart/Form-Data")  # either case
+    created = await client.simulate_post("/images", body=body, content_type=content_type)
+    assert created.status_code == 201, created.text
+    assert created.json["name"] == "kept.jpg"
+
+
+async def test_other_fields_count_against_a_limit_of_their_own(
+    client: falcon.testing.ASGIConductor,
+) -> None:
+    fields = [(f"field{index}", None, b"x" * 60_000) for index in range(3)]
+    body = form(*fields, ("file", "photo.jpg", PHOTO))
+    result = await client.simulate_post("/images", body=body, content_type=FORM)
+    assert result.status_code == 413, result.text
+    assert (await client.simulate_get("/images")).json == []
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    ["attachment; filename*=utf-16''%ff%fe%00", "attachment; filename*=utf-8''%ff%fe"],
+)
+async def test_a_file_name_that_does_not_decode_is_no_name(
+    client: falcon.testing.ASGIConductor, disposition: str
+) -> None:
+    created = await client.simulate_post(
+        "/images", body=PHOTO, headers={"Content-Disposition": disposition}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json["name"] is None
+
+
 @pytest.mark.parametrize(
     ("body", "description"),
     [

@@ -77,11 +77,14 @@ async def test_renders_are_limited_but_cached_thumbnails_are_not(
 ) -> None:
     image = (await client.simulate_post("/images", body=PHOTO, headers=bearer(ALICE))).json
     first, second, third = image["thumbnails"][:3]
+    for _ in range(3):  # what renders nothing counts for nothing
+        assert (await client.simulate_get(f"/thumbnails/{image['id']}/7x7.jpeg")).status_code == 404
     assert (await client.simulate_get(first)).status_code == 200
     assert (await client.simulate_get(second)).status_code == 200
     refused = await client.simulate_get(third)
     assert refused.status_code == 429
     assert refused.headers["RateLimit-Policy"] == '"renders";q=2;w=60'
+    assert "Cache-Control" not in refused.headers and "ETag" not in refused.headers
     for _ in range(5):  # hits cost nothing
         hit = await client.simulate_get(first)
         assert (hit.status_code, hit.headers["X-ASGILook-Cache"]) == (200, "Hit")

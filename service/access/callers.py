@@ -22,7 +22,8 @@ class Callers:
     async def process_request(self, req: Request, resp: Response) -> None:
         key, rejected = None, False
         authorization = req.get_header("Authorization")
-        if authorization is not None:
+        # NOTE: with no key configured, credentials (a proxy's Basic ones, say) are not ours.
+        if authorization is not None and self._keyring:
             scheme, _, token = authorization.strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 key = self._keyring.identify(token.strip())

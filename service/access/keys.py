@@ -48,8 +48,8 @@ def entry(name: str, role: Role, key: str) -> str:
 def parse_entries(text: str) -> list[ApiKey]:
     """Entries separated by commas or lines; blank lines and `#` comments are skipped.
 
-    Errors name the entry by its position and name only: a hash is as secret as a key's name
-    is not, so it is never repeated back.
+    Errors name an entry by its position only: what stands where a name should may be a key or
+    a hash pasted in the wrong place, and neither may be shown.
     """
     keys: list[ApiKey] = []
     for position, raw in enumerate(re.split(r"[,\n]", text), start=1):
@@ -59,11 +59,11 @@ def parse_entries(text: str) -> list[ApiKey]:
         name, _, rest = line.partition(":")
         role, _, hexdigest = rest.partition(":")
         if not valid_name(name):
-            raise ValueError(f"entry {position}: a name of letters, digits and . _ @ - is expected")
+            raise ValueError(f"entry {position}: a name of letters, digits and . _ @ - first")
         if role not in ROLES:
-            raise ValueError(f"entry {position} ({name}): the role is uploader or admin")
+            raise ValueError(f"entry {position}: the role, after the name, is uploader or admin")
         if not _SHA256_HEX.fullmatch(hexdigest):
-            raise ValueError(f"entry {position} ({name}): 64 hex digits of SHA-256 expected")
+            raise ValueError(f"entry {position}: 64 hex digits of SHA-256 after the role")
         keys.append(ApiKey(name, role, bytes.fromhex(hexdigest)))
     return keys
 
