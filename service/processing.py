@@ -24,13 +24,20 @@ from PIL import (  # noqa: F401
     WebPImagePlugin,
 )
 
+import pillow_heif
+
 from .errors import ImageTooLarge, InvalidImage, ServiceError, UnsupportedImage
 
 Size = tuple[int, int]
 
+# NOTE: HEIC/HEIF (iPhones) through pillow-heif, which applies the container's rotation and
+#   mirroring on decoding and resets EXIF's orientation, so it is applied once; Pillow reads AVIF
+#   itself, and turns its rotation into EXIF's orientation, applied below.
+pillow_heif.register_heif_opener()
+
 # NOTE: an allow-list keeps hostile uploads away from risky decoders (EPS runs Ghostscript).
 #   JPEG includes MPO, the multi-picture JPEG of phone cameras.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
 STORED_QUALITY = 90
 JPEG_MAX_SIDE = 65_500  # libjpeg's limit
 COPY_CHUNK_BYTES = 256 * 1024

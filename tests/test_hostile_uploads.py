@@ -15,6 +15,7 @@ import falcon.testing
 import pytest
 from PIL import Image
 
+from service import processing  # noqa: F401 (registers the HEIF plugin for the samples)
 from service.app import create_app
 from service.settings import Settings
 
@@ -179,6 +180,8 @@ def _fuzz_samples() -> dict[str, tuple[bytes, list[Field]]]:
         "tiff": pillow(photo, "TIFF"),
         "tiff-lzw-cmyk": pillow(photo.convert("CMYK"), "TIFF", compression="tiff_lzw"),
         "tiff-jpeg": pillow(photo, "TIFF", compression="jpeg"),
+        "heif": pillow(photo, "HEIF", quality=80),
+        "avif": pillow(photo, "AVIF", quality=60),
         "tiff-float": samples.deep_tiff(
             (64, 48), samples.horizontal_ramp(64, 0, 1), bits=32, kind="float"
         ),
