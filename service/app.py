@@ -17,6 +17,7 @@ from .access.cors import Cors
 from .access.rate_limits import RateLimits
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
+from .formats import FORMATS
 from .images import ImageService, ImageWorkers, Storage, utc_now
 from .janitor import Janitor
 from .levels import Levels
@@ -37,7 +38,9 @@ from .resources import (
     MetricsEndpoint,
     Original,
     Readiness,
+    ReencodedImage,
     Thumbnail,
+    json_error,
     service_error,
     unrouted,
 )
@@ -133,14 +136,22 @@ def create_app(
     ]
     app = falcon.asgi.App(middleware=middleware)
     app.add_route("/images", ImageList(images, rate_limits))
-    app.add_route("/images/{image_id:uuid}.jpeg", Image(images))
+    jpeg = Image(images)
+    app.add_route("/images/{image_id:uuid}.jpeg", jpeg)
+    for format in FORMATS.values():
+        if format.name != "jpeg":
+            path = f"/images/{{image_id:uuid}}.{format.name}"
+            app.add_route(path, ReencodedImage(images, rate_limits, format))
+    app.add_route("/images/{image_id:uuid}", ReencodedImage(images, rate_limits, jpeg=jpeg))
     app.add_route("/images/{image_id:uuid}/original", Original(images))
-    app.add_route(
-        "/thumbnails/{image_id:uuid}/{width:int}x{height:int}.jpeg", Thumbnail(images, rate_limits)
-    )
+    thumbnails = "/thumbnails/{image_id:uuid}/{width:int}x{height:int}"
+    for format in FORMATS.values():
+        app.add_route(f"{thumbnails}.{format.name}", Thumbnail(images, rate_limits, format))
+    app.add_route(thumbnails, Thumbnail(images, rate_limits))
     app.add_route("/healthz", Liveness())
     app.add_route("/readyz", Readiness(storage, cache))
     app.add_route("/metrics", MetricsEndpoint(metrics))
+    app.set_error_serializer(json_error)
     app.add_error_handler(ServiceError, service_error)
     app.add_error_handler(falcon.HTTPRouteNotFound, unrouted)
     app.add_error_handler(falcon.HTTPMethodNotAllowed, unrouted)

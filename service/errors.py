@@ -81,6 +81,10 @@ class InvalidCursor(ServiceError):
     title = "Invalid cursor"
 
 
+class NotAcceptable(ServiceError):
+    title = "Not acceptable"
+
+
 class RangeNotSatisfiable(ServiceError):
     title = "Range not satisfiable"
 

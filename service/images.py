@@ -29,6 +29,7 @@ from .errors import (
     UploadTimeout,
     UploadTooLarge,
 )
+from .formats import JPEG, Format
 from .levels import Levels
 from .metrics import Metrics
 
@@ -53,6 +54,7 @@ class ImageRecord:
 
 
 ByteRange = tuple[int, int]  # first and last byte, both included
+RenderKey = tuple[UUID, Size | None, str]  # an image, a thumbnail size (None: whole), a format
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,7 @@ class ImageService:
         self._new_id = new_id
         self._clock = clock
         # NOTE: concurrent requests for one thumbnail share one render (single flight).
-        self._renders: dict[tuple[UUID, Size], asyncio.Future[tuple[ImageRecord, bytes]]] = {}
+        self._renders: dict[RenderKey, asyncio.Future[tuple[ImageRecord, bytes]]] = {}
 
     def thumbnail_sizes(self, record: ImageRecord) -> list[Size]:
         return thumbnail_sizes(record.size, self._min_thumb_size)
@@ -298,9 +300,10 @@ class ImageService:
         stat = await self._storage.stat(image_id)
         return await self._storage.open(image_id, resolve_range(requested_range, stat.length))
 
-    def thumbnail_etag(self, record: ImageRecord, size: Size) -> str:
-        # NOTE: the encoder quality is part of what the bytes depend on.
-        return f"{record.id}-{size[0]}x{size[1]}-q{processing.THUMBNAIL_QUALITY}"
+    def thumbnail_etag(self, record: ImageRecord, size: Size, format: Format = JPEG) -> str:
+        # NOTE: the format and its encoder settings are part of what the bytes depend on.
+        settings = "".join(f"-{key}{value}" for key, value in sorted(format.options.items()))
+        return f"{record.id}-{size[0]}x{size[1]}-{format.name}{settings}"
 
     async def thumbnail_record(self, image_id: UUID, size: Size) -> ImageRecord:
         """The record of an image that has this thumbnail size, read without its body."""
@@ -308,23 +311,52 @@ class ImageService:
         self._check_thumbnail_size(record, size)
         return record
 
-    async def thumbnail(self, image_id: UUID, size: Size) -> tuple[ImageRecord, bytes]:
+    async def thumbnail(
+        self, image_id: UUID, size: Size, format: Format = JPEG
+    ) -> tuple[ImageRecord, bytes]:
         """Render one of the image's allowed thumbnail sizes, once for all who ask meanwhile."""
-        key = (image_id, size)
-        render = self._renders.get(key)
-        if render is None:
-            render = asyncio.ensure_future(self._render(image_id, size))
-            self._renders[key] = render
-            render.add_done_callback(lambda _: self._renders.pop(key, None))
-        # NOTE: shielded, so a client going away does not cancel the others' render.
-        return await asyncio.shield(render)
+        return await self._once(
+            (image_id, size, format.name), lambda: self._render(image_id, size, format)
+        )
 
-    async def _render(self, image_id: UUID, size: Size) -> tuple[ImageRecord, bytes]:
+    async def reencoded(self, image_id: UUID, format: Format) -> tuple[ImageRecord, bytes]:
+        """The whole image in another format, once for all who ask meanwhile."""
+        return await self._once(
+            (image_id, None, format.name), lambda: self._reencode(image_id, format)
+        )
+
+    async def _once(
+        self,
+        key: RenderKey,
+        render: Callable[[], Awaitable[tuple[ImageRecord, bytes]]],
+    ) -> tuple[ImageRecord, bytes]:
+        """Single flight: the render of `key` in progress, else a new one."""
+        running = self._renders.get(key)
+        if running is None:
+            running = self._renders[key] = asyncio.ensure_future(render())
+            running.add_done_callback(lambda _: self._renders.pop(key, None))
+        # NOTE: shielded, so a client going away does not cancel the others' render.
+        return await asyncio.shield(running)
+
+    async def _reencode(self, image_id: UUID, format: Format) -> tuple[ImageRecord, bytes]:
+        stored = await self._storage.open(image_id)
+        try:
+            jpeg = await stored.read_all()
+        finally:
+            await stored.close()
+        size = stored.record.size
+        level = await self._workers.run(processing.decode, jpeg, size)
+        return stored.record, await self._workers.run(processing.render, level, size, format)
+
+    async def _render(
+        self, image_id: UUID, size: Size, format: Format
+    ) -> tuple[ImageRecord, bytes]:
+        # NOTE: decoded levels are shared by every format.
         level = await self._levels.find(image_id, size)
         if level is not None:
             # NOTE: the image may have been deleted since its level was decoded.
             record = await self.thumbnail_record(image_id, size)
-            return record, await self._workers.run(processing.render, level, size)
+            return record, await self._workers.run(processing.render, level, size, format)
         with self._levels.rendering(image_id, size) as hand_on:
             stored = await self._storage.open(image_id)
             try:
@@ -337,7 +369,7 @@ class ImageService:
             #   scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(stored.record) if s[0] < size[0]]
             hand_on(await self._workers.run(processing.shrink, level, (smaller or [size])[0]))
-            return stored.record, await self._workers.run(processing.render, level, size)
+            return stored.record, await self._workers.run(processing.render, level, size, format)
 
     def _check_thumbnail_size(self, record: ImageRecord, size: Size) -> None:
         if size not in self.thumbnail_sizes(record):

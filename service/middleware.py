@@ -233,6 +233,10 @@ class ResponseCache:
         if req.method not in ("GET", "HEAD") or not getattr(resource, "cache_responses", False):
             return
         key = f"{req.path}?{req.query_string}"
+        # NOTE: a negotiated answer is kept per variant, under a key HotResponses never asks for.
+        variant = resource.cache_variant(req) if hasattr(resource, "cache_variant") else ""
+        if variant:
+            key = f"{key}#{variant}"
         cached, generation = await self._cache.get(resp.context.namespace, key)
         if cached is not None:
             self._answer(req, resp, cached)

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
+import pillow_heif
+
 # NOTE: importing the plugins registers them; Image.open(formats=...) needs them registered.
 from PIL import (  # noqa: F401
     BmpImagePlugin,
@@ -24,9 +26,8 @@ from PIL import (  # noqa: F401
     WebPImagePlugin,
 )
 
-import pillow_heif
-
 from .errors import ImageTooLarge, InvalidImage, ServiceError, UnsupportedImage
+from .formats import JPEG, Format
 
 Size = tuple[int, int]
 
@@ -43,7 +44,6 @@ JPEG_MAX_SIDE = 65_500  # libjpeg's limit
 COPY_CHUNK_BYTES = 256 * 1024
 ORIENTATION = 0x0112  # the EXIF tag
 SAMPLE_FORMAT = 339  # the TIFF tag: 1 unsigned, 2 signed integers, 3 floats
-THUMBNAIL_QUALITY = 75
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
@@ -319,13 +319,13 @@ def shrink(level: Level, size: Size) -> Level:
     return level if pixels is level.pixels else Level(pixels)
 
 
-def render(level: Level, size: Size) -> bytes:
-    """A JPEG thumbnail of exactly `size` pixels from a level at least that large."""
+def render(level: Level, size: Size, format: Format = JPEG) -> bytes:
+    """A thumbnail of exactly `size` pixels, in `format`, from a level at least that large."""
     pixels = shrink(level, size).pixels
     if pixels.size != size:
         pixels = pixels.resize(size, Image.Resampling.LANCZOS)
     output = io.BytesIO()
-    pixels.save(output, "JPEG", quality=THUMBNAIL_QUALITY)
+    pixels.save(output, format.pillow, **format.options)
     return output.getvalue()
 
 

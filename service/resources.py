@@ -15,6 +15,7 @@ from . import errors
 from .access.policy import Caller
 from .access.rate_limits import RateLimits
 from .cache import Cache
+from .formats import FORMATS, Format, negotiate
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
 from .uploads import attachment, upload_body
@@ -43,6 +44,7 @@ _STATUS = {
     errors.RangeNotSatisfiable: falcon.HTTP_416,
     errors.Overloaded: falcon.HTTP_503,
     errors.RateLimited: falcon.HTTP_429,
+    errors.NotAcceptable: falcon.HTTP_406,
 }
 _RETRY_AFTER_SECONDS = {errors.StorageUnavailable: 5, errors.Overloaded: 1}
 
@@ -167,28 +169,95 @@ class Original:
         resp.stream = stored
 
 
-class Thumbnail:
-    """`/thumbnails/{id}/{w}x{h}.jpeg`: rendered on demand, for the allowed sizes only."""
+class ReencodedImage:
+    """`/images/{id}.{webp,avif}`: the whole image in another format, made on demand;
+    `/images/{id}`: the format the request's Accept prefers (a JPEG is the stored one)."""
 
     cache_responses = True
 
-    def __init__(self, images: ImageService, rate_limits: RateLimits) -> None:
+    def __init__(
+        self,
+        images: ImageService,
+        rate_limits: RateLimits,
+        format: Format | None = None,
+        jpeg: Image | None = None,
+    ) -> None:
         self._images = images
         self._rate_limits = rate_limits
+        self._format = format  # None: negotiated
+        self._jpeg = jpeg  # answers a negotiated JPEG
 
-    async def on_get(
-        self, req: Request, resp: Response, image_id: UUID, width: int, height: int
-    ) -> None:
-        resp.content_type = falcon.MEDIA_JPEG
-        # NOTE: read first, so that a 404 or a 304 neither renders nor counts as a render.
-        record = await self._images.thumbnail_record(image_id, (width, height))
-        etag = self._images.thumbnail_etag(record, (width, height))
+    def cache_variant(self, req: Request) -> str:
+        return _variant(self._format, req)
+
+    async def on_get(self, req: Request, resp: Response, image_id: UUID) -> None:
+        format = _chosen_format(self._format, req, resp)
+        if format.name == "jpeg":
+            assert self._jpeg is not None
+            return await self._jpeg.on_get(req, resp, image_id)
+        resp.content_type = format.media_type
+        record = (await self._images.stat(image_id)).record
+        etag = self._images.thumbnail_etag(record, record.size, format)
         if not_modified(req, etag, record.modified):
             set_validators(resp, etag, record.modified)
             resp.status = falcon.HTTP_304
             return
         await self._rate_limits.take("renders", req.context.caller.identity)
-        _, resp.data = await self._images.thumbnail(image_id, (width, height))
+        _, resp.data = await self._images.reencoded(image_id, format)
+        set_validators(resp, etag, record.modified)
+
+    on_head = on_get
+
+
+def _variant(format: Format | None, req: Request) -> str:
+    """What a cached answer depends on beside its URL: the format negotiated, if it is."""
+    if format is not None:
+        return ""
+    chosen = negotiate(req.get_header("Accept"))
+    return chosen.name if chosen is not None else "none"
+
+
+def _chosen_format(format: Format | None, req: Request, resp: Response) -> Format:
+    """The URL's format, or the one the request's Accept prefers (406 if none)."""
+    if format is not None:
+        return format
+    resp.vary = ("Accept",)
+    chosen = negotiate(req.get_header("Accept"))
+    if chosen is None:
+        raise errors.NotAcceptable(f"this is served as {', '.join(FORMATS)}")
+    return chosen
+
+
+class Thumbnail:
+    """`/thumbnails/{id}/{w}x{h}.{jpeg,webp,avif}`: rendered on demand, for the allowed sizes
+    only; `/thumbnails/{id}/{w}x{h}`: in the format the request's Accept prefers."""
+
+    cache_responses = True
+
+    def __init__(
+        self, images: ImageService, rate_limits: RateLimits, format: Format | None = None
+    ) -> None:
+        self._images = images
+        self._rate_limits = rate_limits
+        self._format = format  # None: negotiated
+
+    def cache_variant(self, req: Request) -> str:
+        return _variant(self._format, req)
+
+    async def on_get(
+        self, req: Request, resp: Response, image_id: UUID, width: int, height: int
+    ) -> None:
+        format = _chosen_format(self._format, req, resp)
+        resp.content_type = format.media_type
+        # NOTE: read first, so that a 404 or a 304 neither renders nor counts as a render.
+        record = await self._images.thumbnail_record(image_id, (width, height))
+        etag = self._images.thumbnail_etag(record, (width, height), format)
+        if not_modified(req, etag, record.modified):
+            set_validators(resp, etag, record.modified)
+            resp.status = falcon.HTTP_304
+            return
+        await self._rate_limits.take("renders", req.context.caller.identity)
+        _, resp.data = await self._images.thumbnail(image_id, (width, height), format)
         # NOTE: only now: an error (429, 503) must not carry a year's Cache-Control.
         set_validators(resp, etag, record.modified)
 
@@ -251,6 +320,13 @@ def _requested_range(req: Request, etag: str) -> tuple[int, int] | None:
         return req.range
     except falcon.HTTPInvalidHeader:
         return None  # RFC 9110 lets a server ignore a Range it does not understand
+
+
+def json_error(req: Request, resp: Response, error: falcon.HTTPError) -> None:
+    """Every error body is JSON, whatever the request's Accept (Falcon's default would send
+    none to a client that accepts only images)."""
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = error.to_json()
 
 
 async def unrouted(req: Request, resp: Response, error: Exception, params: Any) -> None:

@@ -1,0 +1,149 @@
+"""Thumbnail formats measured: per format and size, bytes, encode time and SSIM against the
+JPEG thumbnail's, to choose each encoder's quality (the lowest that matches JPEG's SSIM) and
+AVIF's speed (a miss within about 2x a JPEG miss).
+
+python bench/formats.py [--photos 2] [--speeds 6,8,10]     (writes bench/FORMATS.md)
+
+SSIM is computed on luma with a 7x7 uniform window (scikit-image's default), against a
+reference made without any lossy step: the source decoded whole and resized with Lanczos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.photos import photo
+from service import processing
+from service.formats import FORMATS
+
+SIZES = [(2000, 1500), (1000, 750), (500, 375), (250, 187), (125, 93)]
+QUALITIES = {"webp": range(40, 100, 5), "avif": range(30, 95, 5)}
+RESULTS = Path(__file__).resolve().parent / "FORMATS.md"
+
+
+def ssim(a: Image.Image, b: Image.Image, window: int = 7) -> float:
+    """Mean SSIM of two images' luma (Wang et al. 2004, uniform window, sample covariance)."""
+    x = np.asarray(a.convert("L"), dtype=np.float64)
+    y = np.asarray(b.convert("L"), dtype=np.float64)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        total = np.pad(values, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+        w = window
+        sums = total[w:, w:] - total[:-w, w:] - total[w:, :-w] + total[:-w, :-w]
+        return sums / (w * w)
+
+    n = window * window
+    mx, my = mean(x), mean(y)
+    cov = n / (n - 1)
+    vx = (mean(x * x) - mx * mx) * cov
+    vy = (mean(y * y) - my * my) * cov
+    vxy = (mean(x * y) - mx * my) * cov
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    score = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(score.mean())
+
+
+def encoded(level: processing.Level, size: tuple[int, int], name: str, **options: object):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    data = processing.render(level, size, FORMATS[name].with_options(**options))
+    return data, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--photos", type=int, default=2)
+    parser.add_argument("--speeds", default="6,8,10", help="AVIF encoder speeds to time")
+    args = parser.parse_args()
+    sources = [photo(seed) for seed in range(args.photos)]
+    rows: dict[tuple[str, tuple[int, int]], list[tuple[int, float, float]]] = {}
+    sweep: dict[tuple[str, int], list[float]] = {}
+    jpeg_ssim: list[float] = []
+    speed_times: dict[int, list[float]] = {}
+    for source in sources:
+        full = Image.open(io.BytesIO(source)).convert("RGB")
+        for size in SIZES:
+            reference = full.resize(size, Image.Resampling.LANCZOS)
+            level = processing.decode(source, size)
+            for name in FORMATS:
+                data, seconds = encoded(level, size, name)
+                score = ssim(reference, Image.open(io.BytesIO(data)))
+                rows.setdefault((name, size), []).append((len(data), seconds, score))
+                if name == "jpeg":
+                    jpeg_ssim.append(score)
+            for name, qualities in QUALITIES.items():
+                for quality in qualities:
+                    data, _ = encoded(level, size, name, quality=quality)
+                    sweep.setdefault((name, quality), []).append(
+                        ssim(reference, Image.open(io.BytesIO(data)))
+                    )
+            for speed in map(int, args.speeds.split(",")):
+                _, seconds = encoded(level, size, "avif", speed=speed)
+                speed_times.setdefault(speed, []).append(seconds)
+
+    target = statistics.mean(jpeg_ssim)
+    lines = [
+        "# Thumbnail formats",
+        "",
+        f"`python bench/formats.py --photos {args.photos} --speeds {args.speeds}`: "
+        f"{args.photos} photo-like 12 MP JPEGs (bench/photos.py), thumbnails made as the "
+        "service makes them (decoded at a libjpeg scale, halved, Lanczos), SSIM on luma against "
+        "a Lanczos resize of the whole decoded source.",
+        "",
+        f"JPEG at quality {FORMATS['jpeg'].options['quality']}: mean SSIM {target:.4f}.",
+        "",
+        "## The quality matching JPEG's SSIM",
+        "",
+        "| format | quality | mean SSIM | matches JPEG |",
+        "|---|---|---|---|",
+    ]
+    for (name, quality), scores in sorted(sweep.items()):
+        mean_score = statistics.mean(scores)
+        matches = "yes" if mean_score >= target else ""
+        lines.append(f"| {name} | {quality} | {mean_score:.4f} | {matches} |")
+    lines += [
+        "",
+        "## The service's settings, per size (mean over the photos)",
+        "",
+        "| format | size | bytes | vs JPEG | encode ms | SSIM | SSIM - JPEG's |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size in SIZES:
+        jpeg_bytes = statistics.mean(row[0] for row in rows["jpeg", size])
+        jpeg_score = statistics.mean(row[2] for row in rows["jpeg", size])
+        for name in FORMATS:
+            measured = rows[name, size]
+            size_bytes = statistics.mean(row[0] for row in measured)
+            score = statistics.mean(row[2] for row in measured)
+            lines.append(
+                f"| {name} {FORMATS[name].options} | {size[0]}x{size[1]} | {size_bytes:,.0f} | "
+                f"{size_bytes / jpeg_bytes:.2f}x | "
+                f"{1000 * statistics.mean(row[1] for row in measured):.1f} | {score:.4f} | "
+                f"{score - jpeg_score:+.4f} |"
+            )
+    jpeg_time = statistics.mean(row[1] for size in SIZES for row in rows["jpeg", size])
+    lines += [
+        "",
+        "## AVIF encoder speed (encode time, all sizes, vs JPEG's encode)",
+        "",
+        "| speed | mean encode ms | vs JPEG |",
+        "|---|---|---|",
+    ]
+    for speed, times in sorted(speed_times.items()):
+        seconds = statistics.mean(times)
+        lines.append(f"| {speed} | {1000 * seconds:.1f} | {seconds / jpeg_time:.1f}x |")
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

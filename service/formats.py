@@ -1,0 +1,90 @@
+"""The formats images and thumbnails are served in, their encoder settings, and the choice of
+one from a request's Accept header."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # also the URL's extension
+    media_type: str
+    pillow: str  # Pillow's name of its encoder
+    # NOTE: chosen by measurement (bench/formats.py, bench/FORMATS.md): WebP's and AVIF's
+    #   quality is the lowest whose thumbnails' SSIM matches the JPEG ones'.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def with_options(self, **options: Any) -> Format:
+        return replace(self, options={**self.options, **options})
+
+
+JPEG = Format("jpeg", "image/jpeg", "JPEG", {"quality": 75})
+FORMATS = {
+    format.name: format
+    for format in (
+        JPEG,
+        # NOTE: method 2 makes WebP a miss 1.0-2.0x a JPEG one up to 1000x750 (method 4: 3.4x
+        #   there) for a little SSIM (0.9159 against 0.9191, JPEG's 0.9136).
+        Format("webp", "image/webp", "WEBP", {"quality": 75, "method": 2}),
+        # NOTE: speed 10, one thread: a miss 1.1-1.5x a JPEG one up to 500x375, 2.4x at
+        #   1000x750, 6x at 2000x1500 (speed 8: 31x JPEG's encoding time). One thread, as the
+        #   image workers already keep every core busy under load.
+        Format("avif", "image/avif", "AVIF", {"quality": 60, "speed": 10, "max_threads": 1}),
+    )
+}
+# NOTE: among formats a client accepts equally, the smallest files first; a format it accepts
+#   only through a wildcard (*/*, image/*) comes after one it names, and JPEG first among those.
+_NAMED_ORDER = ("avif", "webp", "jpeg")
+_WILDCARD_ORDER = ("jpeg", "webp", "avif")
+
+
+def negotiate(accept: str | None) -> Format | None:
+    """The format to answer a request with this Accept header; None if it accepts none.
+
+    The client's q-values win; among equal ones, a format it names beats one it accepts
+    through a wildcard, then AVIF, WebP, JPEG among named ones. No Accept, or */* alone: JPEG.
+    """
+    if not accept:
+        return JPEG
+    ranges = _parse(accept)
+    best: tuple[float, int, int] | None = None
+    chosen = None
+    for name, format in FORMATS.items():
+        quality, named = _quality(format.media_type, ranges)
+        if quality <= 0:
+            continue
+        order = _NAMED_ORDER if named else _WILDCARD_ORDER
+        score = (quality, int(named), len(order) - order.index(name))
+        if best is None or score > best:
+            best, chosen = score, format
+    return chosen
+
+
+def _parse(accept: str) -> list[tuple[str, float]]:
+    """(media range, q) pairs; a range with an unreadable q is ignored."""
+    ranges = []
+    for item in accept.split(","):
+        media_range, *parameters = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = -1.0
+        if media_range and quality >= 0:
+            ranges.append((media_range.lower(), quality))
+    return ranges
+
+
+def _quality(media_type: str, ranges: list[tuple[str, float]]) -> tuple[float, bool]:
+    """The q of the most specific range matching the type, and whether it named the type."""
+    kind = media_type.split("/")[0]
+    for candidate in (media_type, f"{kind}/*", "*/*"):
+        for media_range, quality in ranges:
+            if media_range == candidate:
+                return quality, candidate == media_type
+    return 0.0, False
