@@ -25,12 +25,12 @@ FORMATS = {
     format.name: format
     for format in (
         JPEG,
-        # NOTE: method 2 makes WebP a miss 1.0-2.0x a JPEG one up to 1000x750 (method 4: 3.4x
-        #   there) for a little SSIM (0.9159 against 0.9191, JPEG's 0.9136).
+        # NOTE: method 2 makes a WebP miss 1.0-2.0x a JPEG one up to 1000x750 (3.5x at
+        #   2000x1500; method 4: 3.4x at 1000x750) for a little SSIM (0.9164 at quality 75).
         Format("webp", "image/webp", "WEBP", {"quality": 75, "method": 2}),
-        # NOTE: speed 10, one thread: a miss 1.1-1.5x a JPEG one up to 500x375, 2.4x at
-        #   1000x750, 6x at 2000x1500 (speed 8: 31x JPEG's encoding time). One thread, as the
-        #   image workers already keep every core busy under load.
+        # NOTE: speed 10, one thread: a miss 1.1-1.5x a JPEG one up to 500x375, 2.5x at
+        #   1000x750, 4.6x at 2000x1500 (speed 8 encodes 2.3x slower still). One thread, as
+        #   the image workers already keep every core busy under load.
         Format("avif", "image/avif", "AVIF", {"quality": 60, "speed": 10, "max_threads": 1}),
     )
 }
