@@ -13,7 +13,8 @@ class Format:
     media_type: str
     pillow: str  # Pillow's name of its encoder
     # NOTE: chosen by measurement (bench/formats.py, bench/FORMATS.md): WebP's and AVIF's
-    #   quality is the lowest whose thumbnails' SSIM matches the JPEG ones'.
+    #   quality is the lowest whose thumbnails match the JPEG ones' by SSIM and by SSIMULACRA 2
+    #   (by SSIM alone, WebP at 75 would do; perceptually, it takes 80).
     options: dict[str, Any] = field(default_factory=dict)
 
     def with_options(self, **options: Any) -> Format:
@@ -25,9 +26,9 @@ FORMATS = {
     format.name: format
     for format in (
         JPEG,
-        # NOTE: method 2 makes a WebP miss 1.0-2.0x a JPEG one up to 1000x750 (3.5x at
-        #   2000x1500; method 4: 3.4x at 1000x750) for a little SSIM (0.9164 at quality 75).
-        Format("webp", "image/webp", "WEBP", {"quality": 75, "method": 2}),
+        # NOTE: method 2 makes a WebP miss 1.0-2.2x a JPEG one up to 1000x750 (3.9x at
+        #   2000x1500; method 4: 3.4x at 1000x750 already) for a little quality.
+        Format("webp", "image/webp", "WEBP", {"quality": 80, "method": 2}),
         # NOTE: speed 10, one thread: a miss 1.1-1.5x a JPEG one up to 500x375, 2.5x at
         #   1000x750, 4.6x at 2000x1500 (speed 8 encodes 2.3x slower still). One thread, as
         #   the image workers already keep every core busy under load.
