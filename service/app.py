@@ -17,6 +17,8 @@ from .access.cors import Cors
 from .access.rate_limits import RateLimits
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
+from .events.hub import EventHub
+from .events.logs import EventLog, LocalEventLog, RedisEventLog
 from .formats import FORMATS
 from .images import ImageService, ImageWorkers, Storage, utc_now
 from .janitor import Janitor
@@ -32,6 +34,7 @@ from .middleware import (
     ResponseCache,
 )
 from .resources import (
+    Events,
     Image,
     ImageList,
     Liveness,
@@ -98,6 +101,12 @@ def create_app(
         {"uploads": settings.rate_limit_uploads, "renders": settings.rate_limit_renders},
         settings.redis_url,
     )
+    event_log: EventLog = (
+        RedisEventLog(settings.redis_url, settings.event_history)
+        if settings.redis_url
+        else LocalEventLog(settings.storage_path / "events.sqlite3", settings.event_history)
+    )
+    hub = EventHub(event_log, metrics)
     workers = ImageWorkers(settings.image_threads, settings.image_queue, metrics)
     images = ImageService(
         storage,
@@ -129,14 +138,16 @@ def create_app(
             storage,
             cache,
             rate_limits,
+            hub,
             workers,
             Janitor(storage, settings.orphan_age, metrics, clock),
         ),
         ResponseCache(cache, metrics),
     ]
     app = falcon.asgi.App(middleware=middleware)
-    app.add_route("/images", ImageList(images, rate_limits))
-    jpeg = Image(images)
+    app.add_route("/images", ImageList(images, rate_limits, hub))
+    app.add_route("/events", Events(hub, settings.event_heartbeat))
+    jpeg = Image(images, hub)
     app.add_route("/images/{image_id:uuid}.jpeg", jpeg)
     for format in FORMATS.values():
         if format.name != "jpeg":

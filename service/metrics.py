@@ -68,6 +68,10 @@ class Metrics:
             "asgilook_orphans_removed", "Images whose unfinished upload or delete the janitor "
             "cleaned up.", registry=registry,
         )  # fmt: skip
+        self.event_subscribers = Gauge(
+            "asgilook_event_subscribers", "Clients connected to /events.",
+            multiprocess_mode="livesum", registry=registry,
+        )  # fmt: skip
         self.s3_seconds = Histogram(
             "asgilook_s3_request_duration_seconds", "S3 calls, retries included.",
             ["operation"], buckets=LATENCY_BUCKETS, registry=registry,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from uuid import UUID
 
 import falcon
-from falcon.asgi import Request, Response
+from falcon.asgi import Request, Response, SSEvent
 
 from . import errors
 from .access.policy import Caller
 from .access.rate_limits import RateLimits
 from .cache import Cache
+from .events.hub import EventHub, Reset, Subscription
 from .formats import FORMATS, Format, negotiate
 from .images import ImageRecord, ImageService, Storage
 from .metrics import CONTENT_TYPE, Metrics
@@ -53,14 +54,42 @@ def image_uri(image_id: UUID) -> str:
     return f"/images/{image_id}.jpeg"
 
 
+class Events:
+    """`/events`: image.created and image.deleted, as Server-Sent Events."""
+
+    RETRY_MILLISECONDS = 3000
+
+    def __init__(self, hub: EventHub, heartbeat_seconds: float) -> None:
+        self._hub = hub
+        self._heartbeat_seconds = heartbeat_seconds
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        subscription = await self._hub.subscribe(req.get_header("Last-Event-ID"))
+        resp.cache_control = ("no-cache",)
+        resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
+        resp.sse = self._stream(subscription)
+
+    async def _stream(self, subscription: Subscription) -> AsyncIterator[SSEvent]:
+        # NOTE: at once, so the client knows it is connected, and how soon to come back.
+        yield SSEvent(retry=self.RETRY_MILLISECONDS, comment="connected")
+        async for item in subscription.events(self._heartbeat_seconds):
+            if item is None:
+                yield SSEvent(comment="heartbeat")
+            elif isinstance(item, Reset):
+                yield SSEvent(event="reset", json={"reason": "the history is older than that"})
+            else:
+                yield SSEvent(event=item.kind, event_id=item.id, json=item.data)
+
+
 class ImageList:
     """`/images`: the listing, oldest first, paginated; POST uploads."""
 
     cache_responses = True
 
-    def __init__(self, images: ImageService, rate_limits: RateLimits) -> None:
+    def __init__(self, images: ImageService, rate_limits: RateLimits, hub: EventHub) -> None:
         self._images = images
         self._rate_limits = rate_limits
+        self._hub = hub
 
     async def on_get(self, req: Request, resp: Response) -> None:
         limit = req.get_param_as_int(
@@ -82,6 +111,7 @@ class ImageList:
         resp.status = falcon.HTTP_201
         resp.location = image_uri(record.id)
         resp.media = self._describe(record)
+        await self._hub.publish("image.created", resp.media)
 
     def _describe(self, record: ImageRecord) -> dict[str, Any]:
         return {
@@ -100,8 +130,9 @@ class ImageList:
 class Image:
     """`/images/{id}.jpeg`: the JPEG, streamed, whole or a byte range; DELETE removes it."""
 
-    def __init__(self, images: ImageService) -> None:
+    def __init__(self, images: ImageService, hub: EventHub) -> None:
         self._images = images
+        self._hub = hub
 
     async def on_get(self, req: Request, resp: Response, image_id: UUID) -> None:
         requested = _requested_range(req, etag=str(image_id))
@@ -141,6 +172,7 @@ class Image:
         caller: Caller = req.context.caller
         await self._images.delete(image_id, lambda record: caller.may_delete(record.owner))
         resp.status = falcon.HTTP_204
+        await self._hub.publish("image.deleted", {"id": str(image_id)})
 
 
 class Original:

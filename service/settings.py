@@ -107,6 +107,18 @@ class Settings(BaseSettings):
         "600/minute",
         description="Thumbnail renders (cache misses) per key or client address; empty = no limit.",
     )
+    event_history: int = Field(
+        10_000,
+        ge=1,
+        description="Events kept for clients of /events that reconnect (Last-Event-ID); one "
+        "older than that is told to reload.",
+    )
+    event_heartbeat: float = Field(
+        15,
+        gt=0,
+        description="Seconds between heartbeat comments on /events (a client gone is noticed "
+        "by the next one at the latest).",
+    )
     cors_origins: str = Field(
         "",
         description="Origins whose browser pages may call the API (CORS), separated by commas, "
