@@ -22,7 +22,7 @@ from service.app import create_app
 from service.settings import Settings
 
 from . import samples
-from .servers import Uvicorn
+from .servers import RedisServer, Uvicorn
 
 
 @pytest.fixture
@@ -226,3 +226,21 @@ async def test_a_subscriber_that_does_not_read_is_dropped_at_its_queue_bound(
         assert [event.data["n"] for event in received] == list(range(300))  # all, in order
         assert all(subscription.dropped for subscription in slow)
         assert metrics.event_subscribers._value.get() <= 1  # the gauge's value
+
+
+@pytest.mark.skipif(not RedisServer.real, reason="needs a real redis-server to stop")
+async def test_without_redis_the_stream_still_opens_and_uploads_still_succeed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer().start()
+    settings = Settings(
+        _env_file=None, storage_path=tmp_path, redis_url=server.url, event_heartbeat=0.2
+    )
+    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        server.stop()
+        headers = {"Last-Event-ID": "1-0"}
+        async with client.simulate_get_stream("/events", headers=headers) as result:
+            assert (await Events(result.stream).next_event())["event"] == "reset"
+        created = await client.simulate_post("/images", body=samples.jpeg((64, 64)))
+        assert created.status_code == 201
+    assert "image.created not published" in caplog.text

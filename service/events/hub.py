@@ -125,7 +125,11 @@ class EventHub:
         position = self._position
         self._metrics.event_subscribers.set(len(self._subscribers))
         if last_event_id:
-            past = await self._log.since(last_event_id)
+            try:
+                past = await self._log.since(last_event_id)
+            except Exception as error:  # the log is away (Redis): the client reloads instead
+                log.warning("events: the history cannot be read: %s", error)
+                past = None
             if past is None:
                 subscription.backlog = Reset()
             else:
