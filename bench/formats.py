@@ -74,6 +74,18 @@ def encoded(level: processing.Level, size: tuple[int, int], name: str, **options
     return data, time.perf_counter() - started
 
 
+def _matching_table(
+    sweep: dict[tuple[str, int], list[float]], target: float, metric: str, shown: str
+) -> list[str]:
+    """Per format and quality, the mean score, and whether it reaches JPEG's."""
+    lines = [f"| format | quality | mean {metric} | matches JPEG |", "|---|---|---|---|"]
+    for (name, quality), scores in sorted(sweep.items()):
+        score = statistics.mean(scores)
+        matches = "yes" if score >= target else ""
+        lines.append(f"| {name} | {quality} | {shown.format(score)} | {matches} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--photos", type=int, default=2)
@@ -134,13 +146,8 @@ def main() -> None:
         "",
         "## The quality matching JPEG's SSIM",
         "",
-        "| format | quality | mean SSIM | matches JPEG |",
-        "|---|---|---|---|",
+        *_matching_table(sweep, target, "SSIM", "{:.4f}"),
     ]
-    for (name, quality), scores in sorted(sweep.items()):
-        mean_score = statistics.mean(scores)
-        matches = "yes" if mean_score >= target else ""
-        lines.append(f"| {name} | {quality} | {mean_score:.4f} | {matches} |")
     felt_target = statistics.mean(jpeg_felt)
     lines += [
         "",
@@ -148,13 +155,8 @@ def main() -> None:
         "",
         f"JPEG at quality {FORMATS['jpeg'].options['quality']}: mean {felt_target:.2f}.",
         "",
-        "| format | quality | mean SSIMULACRA 2 | matches JPEG |",
-        "|---|---|---|---|",
+        *_matching_table(felt_sweep, felt_target, "SSIMULACRA 2", "{:.2f}"),
     ]
-    for (name, quality), scores in sorted(felt_sweep.items()):
-        mean_score = statistics.mean(scores)
-        matches = "yes" if mean_score >= felt_target else ""
-        lines.append(f"| {name} | {quality} | {mean_score:.2f} | {matches} |")
     lines += [
         "",
         "## The service's settings, per size (mean over the photos)",
