@@ -50,6 +50,7 @@ from .resources import (
 from .settings import Settings
 from .storage_local import LocalStorage
 from .storage_s3 import S3Storage
+from .web import StaticFiles
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,9 @@ def create_app(
     app = falcon.asgi.App(middleware=middleware)
     app.add_route("/images", ImageList(images, rate_limits, hub))
     app.add_route("/events", Events(hub, settings.event_heartbeat))
+    page = StaticFiles()
+    app.add_route("/", page)
+    app.add_route("/static/{name}", page)
     jpeg = Image(images, hub)
     app.add_route("/images/{image_id:uuid}.jpeg", jpeg)
     for format in FORMATS.values():
