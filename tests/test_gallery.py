@@ -129,3 +129,24 @@ def test_upload_live_updates_and_the_viewer(
     expect(second.locator("#grid li")).to_have_count(3, timeout=5000)
     first.screenshot(path=str(tmp_path / "gallery-desktop.png"))
     assert not [error for error in errors if "415" not in error], errors
+
+
+def test_no_serious_accessibility_violations(server: Uvicorn, browser) -> None:  # type: ignore[no-untyped-def]
+    """axe-core (through axe-playwright-python): no serious or critical violation, with tiles
+    shown and with the viewer open. (Its script is injected, so this page skips the CSP.)"""
+    from axe_playwright_python.sync_playwright import Axe
+
+    httpx.post(f"{server.url}/images", content=samples.jpeg((640, 480)))
+    page = browser.new_page(bypass_csp=True)
+    page.goto(server.url)
+    expect(page.locator("#grid li")).to_have_count(1, timeout=2000)
+    for state in ("grid", "viewer"):
+        if state == "viewer":
+            page.locator("#grid li button").first.click()
+        results = Axe().run(page)
+        serious = [
+            f"{violation['id']}: {violation['help']}"
+            for violation in results.response["violations"]
+            if violation["impact"] in ("serious", "critical")
+        ]
+        assert not serious, (state, serious)
