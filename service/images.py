@@ -250,7 +250,7 @@ class ImageService:
         self._new_id = new_id
         self._clock = clock
         # NOTE: concurrent requests for one thumbnail share one render (single flight).
-        self._renders: dict[RenderKey, asyncio.Future[tuple[ImageRecord, bytes]]] = {}
+        self._renders: dict[RenderKey, asyncio.Future[bytes]] = {}
 
     def thumbnail_sizes(self, record: ImageRecord) -> list[Size]:
         return thumbnail_sizes(record.size, self._min_thumb_size)
@@ -311,25 +311,24 @@ class ImageService:
         self._check_thumbnail_size(record, size)
         return record
 
-    async def thumbnail(
-        self, image_id: UUID, size: Size, format: Format = JPEG
-    ) -> tuple[ImageRecord, bytes]:
-        """Render one of the image's allowed thumbnail sizes, once for all who ask meanwhile."""
+    async def thumbnail(self, record: ImageRecord, size: Size, format: Format = JPEG) -> bytes:
+        """Render one of the image's allowed thumbnail sizes, once for all who ask meanwhile.
+
+        The record is the caller's, read just before (thumbnail_record): it is what proves the
+        image is still there, so a level kept for an image since deleted is never rendered.
+        """
+        self._check_thumbnail_size(record, size)
         return await self._once(
-            (image_id, size, format.name), lambda: self._render(image_id, size, format)
+            (record.id, size, format.name), lambda: self._render(record, size, format)
         )
 
-    async def reencoded(self, image_id: UUID, format: Format) -> tuple[ImageRecord, bytes]:
+    async def reencoded(self, record: ImageRecord, format: Format) -> bytes:
         """The whole image in another format, once for all who ask meanwhile."""
         return await self._once(
-            (image_id, None, format.name), lambda: self._reencode(image_id, format)
+            (record.id, None, format.name), lambda: self._reencode(record, format)
         )
 
-    async def _once(
-        self,
-        key: RenderKey,
-        render: Callable[[], Awaitable[tuple[ImageRecord, bytes]]],
-    ) -> tuple[ImageRecord, bytes]:
+    async def _once(self, key: RenderKey, render: Callable[[], Awaitable[bytes]]) -> bytes:
         """Single flight: the render of `key` in progress, else a new one."""
         running = self._renders.get(key)
         if running is None:
@@ -338,38 +337,30 @@ class ImageService:
         # NOTE: shielded, so a client going away does not cancel the others' render.
         return await asyncio.shield(running)
 
-    async def _reencode(self, image_id: UUID, format: Format) -> tuple[ImageRecord, bytes]:
-        stored = await self._storage.open(image_id)
-        try:
-            jpeg = await stored.read_all()
-        finally:
-            await stored.close()
-        size = stored.record.size
-        level = await self._workers.run(processing.decode, jpeg, size)
-        return stored.record, await self._workers.run(processing.render, level, size, format)
+    async def _reencode(self, record: ImageRecord, format: Format) -> bytes:
+        level = await self._workers.run(processing.decode, await self._read(record.id), record.size)
+        return await self._workers.run(processing.render, level, record.size, format)
 
-    async def _render(
-        self, image_id: UUID, size: Size, format: Format
-    ) -> tuple[ImageRecord, bytes]:
+    async def _render(self, record: ImageRecord, size: Size, format: Format) -> bytes:
         # NOTE: decoded levels are shared by every format.
-        level = await self._levels.find(image_id, size)
+        level = await self._levels.find(record.id, size)
         if level is not None:
-            # NOTE: the image may have been deleted since its level was decoded.
-            record = await self.thumbnail_record(image_id, size)
-            return record, await self._workers.run(processing.render, level, size, format)
-        with self._levels.rendering(image_id, size) as hand_on:
-            stored = await self._storage.open(image_id)
-            try:
-                self._check_thumbnail_size(stored.record, size)
-                jpeg = await stored.read_all()
-            finally:
-                await stored.close()
-            level = await self._workers.run(processing.decode, jpeg, size)
+            return await self._workers.run(processing.render, level, size, format)
+        with self._levels.rendering(record.id, size) as hand_on:
+            level = await self._workers.run(processing.decode, await self._read(record.id), size)
             # NOTE: shrunk for the next size down; a level decoded larger than needed (libjpeg
             #   scales by 1/8 at most) may serve larger sizes too.
-            smaller = [s for s in self.thumbnail_sizes(stored.record) if s[0] < size[0]]
+            smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
             hand_on(await self._workers.run(processing.shrink, level, (smaller or [size])[0]))
-            return stored.record, await self._workers.run(processing.render, level, size, format)
+            return await self._workers.run(processing.render, level, size, format)
+
+    async def _read(self, image_id: UUID) -> bytes:
+        """The stored JPEG, whole, to be decoded."""
+        stored = await self._storage.open(image_id)
+        try:
+            return await stored.read_all()
+        finally:
+            await stored.close()
 
     def _check_thumbnail_size(self, record: ImageRecord, size: Size) -> None:
         if size not in self.thumbnail_sizes(record):

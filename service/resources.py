@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -227,18 +227,41 @@ class ReencodedImage:
         if format.name == "jpeg":
             assert self._jpeg is not None
             return await self._jpeg.on_get(req, resp, image_id)
-        resp.content_type = format.media_type
         record = (await self._images.stat(image_id)).record
-        etag = self._images.thumbnail_etag(record, record.size, format)
-        if not_modified(req, etag, record.modified):
-            set_validators(resp, etag, record.modified)
-            resp.status = falcon.HTTP_304
-            return
-        await self._rate_limits.take("renders", req.context.caller.identity)
-        _, resp.data = await self._images.reencoded(image_id, format)
-        set_validators(resp, etag, record.modified)
+        await _answer_rendered(
+            req,
+            resp,
+            self._rate_limits,
+            format,
+            self._images.thumbnail_etag(record, record.size, format),
+            record,
+            lambda: self._images.reencoded(record, format),
+        )
 
     on_head = on_get
+
+
+async def _answer_rendered(
+    req: Request,
+    resp: Response,
+    rate_limits: RateLimits,
+    format: Format,
+    etag: str,
+    record: ImageRecord,
+    render: Callable[[], Awaitable[bytes]],
+) -> None:
+    """Answer with what `render` makes of an image whose record was just read: a 304 if the
+    client has it, else the render, counted against the caller's render limit. (Read first,
+    so that a 404 or a 304 neither renders nor counts as a render.)"""
+    resp.content_type = format.media_type
+    if not_modified(req, etag, record.modified):
+        set_validators(resp, etag, record.modified)
+        resp.status = falcon.HTTP_304
+        return
+    await rate_limits.take("renders", req.context.caller.identity)
+    resp.data = await render()
+    # NOTE: only now: an error (429, 503) must not carry a year's Cache-Control.
+    set_validators(resp, etag, record.modified)
 
 
 def _variant(format: Format | None, req: Request) -> str:
@@ -280,18 +303,17 @@ class Thumbnail:
         self, req: Request, resp: Response, image_id: UUID, width: int, height: int
     ) -> None:
         format = _chosen_format(self._format, req, resp)
-        resp.content_type = format.media_type
-        # NOTE: read first, so that a 404 or a 304 neither renders nor counts as a render.
-        record = await self._images.thumbnail_record(image_id, (width, height))
-        etag = self._images.thumbnail_etag(record, (width, height), format)
-        if not_modified(req, etag, record.modified):
-            set_validators(resp, etag, record.modified)
-            resp.status = falcon.HTTP_304
-            return
-        await self._rate_limits.take("renders", req.context.caller.identity)
-        _, resp.data = await self._images.thumbnail(image_id, (width, height), format)
-        # NOTE: only now: an error (429, 503) must not carry a year's Cache-Control.
-        set_validators(resp, etag, record.modified)
+        size = (width, height)
+        record = await self._images.thumbnail_record(image_id, size)
+        await _answer_rendered(
+            req,
+            resp,
+            self._rate_limits,
+            format,
+            self._images.thumbnail_etag(record, size, format),
+            record,
+            lambda: self._images.thumbnail(record, size, format),
+        )
 
     on_head = on_get  # Falcon sends the headers and Content-Length, without the body
 
