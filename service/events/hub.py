@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..metrics import Metrics
-from .logs import Event, EventLog
+from .logs import Event, EventLog, event_order
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Subscription:
             self._hub.forget(self)
 
     def _new(self, event: Event) -> bool:
-        order = _order(event.id)
+        order = event_order(event.id)
         if self.last_sent is not None and order <= self.last_sent:
             return False
         self.last_sent = order
@@ -85,16 +85,15 @@ class EventHub:
         self._subscribers: set[Subscription] = set()
         self._position: str | None = None  # the last event handed on
         self._positioned = False  # whether that is known yet (the log may be away at start)
+        self._failing = False
         self._tail: asyncio.Task[None] | None = None
         self._restore_signals: list[tuple[int, Any]] = []
 
     async def __aenter__(self) -> EventHub:
         await self._log.__aenter__()
-        # NOTE: live events start at the newest there is now; if the log is away (Redis), the
-        #   tail finds out once it is back.
+        # NOTE: if the log is away (Redis), the tail finds the position once it is back.
         with contextlib.suppress(Exception):
-            self._position = await self._log.last_id()
-            self._positioned = True
+            await self._start_at_newest()
         self._tail = asyncio.create_task(self._follow())
         self._end_streams_on_shutdown_signals()
         return self
@@ -133,7 +132,7 @@ class EventHub:
             if past is None:
                 subscription.backlog = Reset()
             else:
-                subscription.last_sent = _order(last_event_id)
+                subscription.last_sent = event_order(last_event_id)
                 subscription.backlog = [e for e in past if _not_after(e, position)]
         return subscription
 
@@ -149,22 +148,31 @@ class EventHub:
         while True:
             try:
                 if not self._positioned:
-                    self._position = await self._log.last_id()
-                    self._positioned = True
+                    await self._start_at_newest()
                 # NOTE: a batch at most a quarter of a queue, then a turn for the subscribers
                 #   to send it: a burst of events does not drop those who keep up.
                 events = await self._log.read(
                     self._position, READ_BLOCK_SECONDS, max(self._queue_size // 4, 1)
                 )
-            except Exception as error:  # Redis or the disk away: try again
-                log.warning("events: the log cannot be read: %s", error)
+            except Exception as error:  # Redis or the disk away: try again, logged once
+                if not self._failing:
+                    log.warning("events: the log cannot be read: %s", error)
+                self._failing = True
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            if self._failing:
+                log.warning("events: the log is read again")
+                self._failing = False
             for event in events:
                 self._position = event.id
                 for subscription in list(self._subscribers):
                     subscription.offer(event)
             await asyncio.sleep(0)
+
+    async def _start_at_newest(self) -> None:
+        """Live events start after the newest event there is now."""
+        self._position = await self._log.last_id()
+        self._positioned = True
 
     def _end_streams_on_shutdown_signals(self) -> None:
         """uvicorn waits for open responses before its lifespan shutdown, and an event stream
@@ -185,12 +193,5 @@ class EventHub:
 
 
 def _not_after(event: Event, position: str | None) -> bool:
-    """Whether an event is at or before a position of the log (ids compare as the log's)."""
-    if position is None:
-        return False
-    return _order(event.id) <= _order(position)
-
-
-def _order(identifier: str) -> tuple[int, int]:
-    milliseconds, _, sequence = identifier.partition("-")
-    return int(milliseconds), int(sequence or 0)
+    """Whether an event is at or before a position of the log."""
+    return position is not None and event_order(event.id) <= event_order(position)

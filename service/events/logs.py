@@ -84,7 +84,7 @@ class RedisEventLog:
     async def since(self, after: str) -> list[Event] | None:
         oldest: Any = await self._client.xrange(self._key, count=1)
         try:
-            if oldest and _stream_id(after) < _stream_id(oldest[0][0]):
+            if oldest and event_order(after) < event_order(oldest[0][0]):
                 return None  # trimmed away: the client must reload
         except ValueError:
             return None
@@ -96,8 +96,10 @@ class RedisEventLog:
         return str(newest[0][0]) if newest else None
 
 
-def _stream_id(text: str) -> tuple[int, int]:
-    milliseconds, _, sequence = text.partition("-")
+def event_order(identifier: str) -> tuple[int, int]:
+    """An event id as something to compare: a Redis Stream's `ms-seq`, or the table's number;
+    ValueError if it is neither."""
+    milliseconds, _, sequence = identifier.partition("-")
     return int(milliseconds), int(sequence or 0)
 
 
