@@ -34,7 +34,9 @@ from .middleware import (
     ResponseCache,
 )
 from .resources import (
+    Access,
     Events,
+    EventsOverWebSocket,
     Image,
     ImageList,
     Liveness,
@@ -148,6 +150,7 @@ def create_app(
     app = falcon.asgi.App(middleware=middleware)
     app.add_route("/images", ImageList(images, rate_limits, hub))
     app.add_route("/events", Events(hub, settings.event_heartbeat))
+    app.add_route("/events/ws", EventsOverWebSocket(hub))
     page = StaticFiles()
     app.add_route("/", page)
     app.add_route("/static/{name}", page)
@@ -163,6 +166,7 @@ def create_app(
     for format in FORMATS.values():
         app.add_route(f"{thumbnails}.{format.name}", Thumbnail(images, rate_limits, format))
     app.add_route(thumbnails, Thumbnail(images, rate_limits))
+    app.add_route("/access", Access())
     app.add_route("/healthz", Liveness())
     app.add_route("/readyz", Readiness(storage, cache))
     app.add_route("/metrics", MetricsEndpoint(metrics))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 import falcon
-from falcon.asgi import Request, Response, SSEvent
+from falcon.asgi import Request, Response, SSEvent, WebSocket
 
 from . import errors
 from .access.policy import Caller
@@ -81,6 +82,42 @@ class Events:
                 yield SSEvent(event=item.kind, event_id=item.id, json=item.data)
 
 
+class EventsOverWebSocket:
+    """`/events/ws`: the same feed as a WebSocket, one JSON text message per event:
+    `{"event": "image.created", "id": ..., "data": {...}}`, or `{"event": "reset"}`.
+    `?last_event_id=` resumes as Last-Event-ID does (browsers cannot set headers on WebSockets);
+    the server's pings keep the connection alive; clients send nothing."""
+
+    def __init__(self, hub: EventHub) -> None:
+        self._hub = hub
+
+    async def on_websocket(self, req: Request, ws: WebSocket) -> None:
+        subscription = await self._hub.subscribe(req.get_param("last_event_id"))
+        await ws.accept()
+        listening = asyncio.create_task(_end_when_closed(ws, subscription))
+        try:
+            async for item in subscription.events(heartbeat_seconds=None):
+                if isinstance(item, Reset):
+                    await ws.send_media({"event": "reset"})
+                elif item is not None:
+                    await ws.send_media({"event": item.kind, "id": item.id, "data": item.data})
+        except falcon.WebSocketDisconnected:
+            return
+        finally:
+            listening.cancel()
+        # NOTE: the service is stopping (1001), or this client did not keep up (1008).
+        await ws.close(1008 if subscription.dropped else 1001)
+
+
+async def _end_when_closed(ws: WebSocket, subscription: Subscription) -> None:
+    """Reads what the client sends (nothing is expected), to notice at once when it leaves."""
+    with contextlib.suppress(falcon.WebSocketDisconnected):
+        while True:
+            with contextlib.suppress(falcon.errors.PayloadTypeError):
+                await ws.receive_text()
+    subscription.offer(None)
+
+
 class ImageList:
     """`/images`: the listing, oldest first, paginated; POST uploads."""
 
@@ -120,6 +157,7 @@ class ImageList:
             "modified": falcon.dt_to_http(record.modified),
             "size": list(record.size),
             "name": record.name,
+            "owner": record.owner,
             "thumbnails": [
                 f"/thumbnails/{record.id}/{width}x{height}.jpeg"
                 for width, height in self._images.thumbnail_sizes(record)
@@ -316,6 +354,17 @@ class Thumbnail:
         )
 
     on_head = on_get  # Falcon sends the headers and Content-Length, without the body
+
+
+class Access:
+    """`/access`: what the request's API key (or none) may do, so that a client such as the
+    gallery offers only what the service will accept; 401 for a key it does not know."""
+
+    async def on_get(self, req: Request, resp: Response) -> None:
+        caller: Caller = req.context.caller
+        resp.media = caller.allowed()
+        resp.cache_control = ("no-store",)
+        resp.vary = ("Authorization",)
 
 
 class Liveness:

@@ -3,7 +3,8 @@
 Keys, under the configured prefix:
   originals/{id}               the upload exactly as received
   images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
-  index/{id}/{w}x{h}/{epoch}   an empty object per image: listing the index is the image listing,
+  index/{id}/{w}x{h}/{epoch}[/@{owner}][/{name}]
+                               an empty object per image: listing the index is the image listing,
                                one LIST call per page, because UUIDv7 ids sort by upload time
   pending/{id}                 an upload or delete in progress: written first, removed last, so
                                that one cut off by an outage or a crash is finished by the janitor
@@ -366,10 +367,13 @@ class S3Storage:
     def _index_key(self, record: ImageRecord) -> str:
         width, height = record.size
         key = f"{self._prefix}index/{record.id}/{width}x{height}/{int(record.modified.timestamp())}"
+        # NOTE: the listing is read from these keys alone, so the owner and the file name are
+        #   part of them. A key name is key-safe; a percent-encoded file name never holds "@".
+        #   The name goes in segments short enough for every store (MinIO's limit: 255).
+        if record.owner is not None:
+            key += f"/@{record.owner}"
         if record.name is None:
             return key
-        # NOTE: the listing is read from these keys alone, so the file name is part of them:
-        #   percent-encoded, in segments short enough for every store (MinIO's limit: 255).
         encoded = quote(record.name, safe="")
         segments = [encoded[at : at + NAME_SEGMENT] for at in range(0, len(encoded), NAME_SEGMENT)]
         return "/".join([key, *segments])
@@ -413,11 +417,13 @@ def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageReco
 
 
 def _record_from_index_key(key: str) -> ImageRecord:
-    image_id, size, epoch, *name = key.split("/")
+    image_id, size, epoch, *rest = key.split("/")
     width, height = size.split("x")
+    owner = rest.pop(0)[1:] if rest and rest[0].startswith("@") else None
     return ImageRecord(
         UUID(image_id),
         (int(width), int(height)),
         datetime.fromtimestamp(int(epoch), UTC),
-        name=unquote("".join(name)) if name else None,
+        owner,
+        unquote("".join(rest)) if rest else None,
     )

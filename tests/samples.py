@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112
@@ -49,6 +50,29 @@ def smooth_photo(size: tuple[int, int]) -> bytes:
     image = Image.merge("RGB", (gradient, detail, gradient.transpose(Image.Transpose.ROTATE_180)))
     output = io.BytesIO()
     image.save(output, "JPEG", quality=90)
+    return output.getvalue()
+
+
+def scenery(seed: int, size: tuple[int, int]) -> bytes:
+    """A made-up landscape (sky, sun, layers of hills): something a person would look at, for
+    screenshots of the gallery."""
+    rng = random.Random(seed)
+    width, height = size
+    sky = [rng.randrange(90, 256) for _ in range(3)]
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    image = Image.blend(Image.new("RGB", size, tuple(sky)), image, 0.35)
+    draw = ImageDraw.Draw(image)
+    sun = (rng.randrange(width), rng.randrange(height // 2))
+    radius = max(width, height) // rng.randrange(8, 14)
+    draw.ellipse([sun[0] - radius, sun[1] - radius, sun[0] + radius, sun[1] + radius], "#fff3c0")
+    hills = (rng.randrange(40, 160), rng.randrange(100, 180), rng.randrange(60, 140))
+    for layer in range(4):
+        base = height * (0.45 + 0.15 * layer)
+        ridge = [(x, base - rng.random() * height * 0.2) for x in range(0, width + 80, 80)]
+        shade = [max(0, channel - 30 * layer - rng.randrange(30)) for channel in hills]
+        draw.polygon([(0, height), *ridge, (width, height)], tuple(shade))
+    output = io.BytesIO()
+    image.filter(ImageFilter.SMOOTH).save(output, "JPEG", quality=90)
     return output.getvalue()
 
 

@@ -49,6 +49,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("HEAD", "{thumbnail}"): PUBLIC,
     ("GET", "{original}"): {**DENIED, "owner": 200, "other uploader": 403, "admin": 200},
     ("DELETE", "{image}"): {**DENIED, "owner": 204, "other uploader": 403, "admin": 204},
+    ("GET", "/access"): {**PUBLIC, "wrong key": 401, "not a bearer": 401},
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -110,6 +111,64 @@ async def test_access_matrix(
     for key in KEYS.values():
         assert key not in caplog.text
         assert keys.entry("x", "admin", key).rsplit(":", 1)[1] not in caplog.text
+
+
+ALLOWED = {  # GET /access, per caller, with keys configured
+    "no key": {"key": None, "upload": False, "delete": "none", "read_originals": "none"},
+    "owner": {"key": "alice", "upload": True, "delete": "own", "read_originals": "own"},
+    "admin": {"key": "root", "upload": True, "delete": "any", "read_originals": "any"},
+}
+
+
+@pytest.mark.parametrize("caller", list(ALLOWED))
+async def test_access_says_what_each_caller_may_do(
+    client: falcon.testing.ASGIConductor, caller: str
+) -> None:
+    result = await client.simulate_get("/access", headers=CALLERS[caller])
+    assert result.json == {**ALLOWED[caller], "keys_configured": True}
+    assert result.headers["Cache-Control"] == "no-store"
+    assert result.headers["Vary"] == "Authorization"
+
+
+async def test_access_follows_the_settings(tmp_path: Path) -> None:
+    expected = {
+        # no keys: the tutorial's open service; originals go to nobody
+        (None, False): {"upload": True, "delete": "any", "read_originals": "none"},
+        (ENTRIES, False): {"upload": False, "delete": "none", "read_originals": "none"},
+        (ENTRIES, True): {"upload": True, "delete": "none", "read_originals": "none"},
+    }
+    for (entries, anonymous_writes), allowed in expected.items():
+        settings = Settings(
+            _env_file=None,
+            storage_path=tmp_path,
+            api_keys=entries,
+            anonymous_writes=anonymous_writes,
+        )
+        async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+            result = await client.simulate_get("/access")
+        assert result.json == {**allowed, "key": None, "keys_configured": entries is not None}
+
+
+async def test_images_name_the_key_that_uploaded_them(client: falcon.testing.ASGIConductor) -> None:
+    name = "@root " + "é" * 120 + ".jpg"  # looks like an owner, and spans several key segments
+    named = await client.simulate_post(
+        "/images",
+        body=PHOTO,
+        headers={
+            **CALLERS["owner"],
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
+        },
+    )
+    unnamed = await upload_as(client, "admin")
+    plain = await client.simulate_post("/images", body=PHOTO, headers=CALLERS["owner"])
+    listing = {entry["id"]: entry for entry in (await client.simulate_get("/images")).json}
+    for created, owner, expected_name in [
+        (named.json, "alice", name),
+        (unnamed, "root", None),
+        (plain.json, "alice", None),
+    ]:
+        assert created["owner"] == listing[created["id"]]["owner"] == owner
+        assert created["name"] == listing[created["id"]]["name"] == expected_name
 
 
 async def test_without_keys_a_warning_says_how_to_turn_them_on(

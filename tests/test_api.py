@@ -52,6 +52,7 @@ async def test_tutorial_flow(client: ASGIConductor) -> None:
         "image": f"/images/{FIRST_ID}.jpeg",
         "size": [462, 462],
         "name": None,  # a raw body has no file name
+        "owner": None,  # no API key uploaded it
         "thumbnails": [
             f"/thumbnails/{FIRST_ID}/231x231.jpeg",
             f"/thumbnails/{FIRST_ID}/115x115.jpeg",

@@ -4,6 +4,7 @@ from, on both deployments; several workers agree, and shutdown does not wait for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import resource
@@ -17,6 +18,8 @@ from typing import Any
 import falcon.testing
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from service.app import create_app
 from service.settings import Settings
@@ -137,10 +140,13 @@ def test_every_subscriber_of_every_worker_sees_every_event_and_shutdown_does_not
     if with_redis:
         environment["ASGILOOK_REDIS_URL"] = request.getfixturevalue("redis_url")
     server = Uvicorn(environment, workers=2).start()
-    try:
+    with contextlib.ExitStack() as closing:
+        closing.callback(server.close)
         readers = [_sse_reader(server.port) for _ in range(12)]  # new connections: both workers
         for reader in readers:
             assert b"retry: 3000" in _read_until(reader, b"retry:")
+        url = f"ws://127.0.0.1:{server.port}/events/ws"
+        sockets = [closing.enter_context(connect(url)) for _ in range(6)]
         time.sleep(0.3)
         uploaded = []
         for _ in range(3):
@@ -151,6 +157,9 @@ def test_every_subscriber_of_every_worker_sees_every_event_and_shutdown_does_not
             positions = [received.find(image_id.encode()) for image_id in uploaded]
             assert all(position > 0 for position in positions), received[-500:]
             assert positions == sorted(positions)  # in order
+        for feed in sockets:
+            received = [json.loads(feed.recv(timeout=10))["data"]["id"] for _ in uploaded]
+            assert received == uploaded
         # SIGTERM with every subscriber connected: the streams end, the server stops.
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
@@ -158,8 +167,10 @@ def test_every_subscriber_of_every_worker_sees_every_event_and_shutdown_does_not
         assert time.monotonic() - started < 5, "shutdown waited for the event streams"
         for reader in readers:
             reader.close()
-    finally:
-        server.close()
+        for feed in sockets:
+            with pytest.raises(ConnectionClosed) as closed:
+                feed.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001  # going away
 
 
 def _resident_bytes(pid: int) -> int:
@@ -244,3 +255,25 @@ async def test_without_redis_the_stream_still_opens_and_uploads_still_succeed(
         created = await client.simulate_post("/images", body=samples.jpeg((64, 64)))
         assert created.status_code == 201
     assert "image.created not published" in caplog.text
+
+
+async def test_the_same_feed_over_a_websocket(client: falcon.testing.ASGIConductor) -> None:
+    async with client.simulate_ws("/events/ws") as feed:
+        created = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
+        message = await asyncio.wait_for(feed.receive_json(), 5)
+        assert message == {"event": "image.created", "id": message["id"], "data": created}
+        await client.simulate_delete(created["image"])
+        deleted = await asyncio.wait_for(feed.receive_json(), 5)
+        assert (deleted["event"], deleted["data"]) == ("image.deleted", {"id": created["id"]})
+        await feed.send_text("anything a client sends is ignored")
+        await feed.send_data(b"\x00")
+
+    # Resuming after an id, as Last-Event-ID does; then live.
+    resume = f"last_event_id={message['id']}"
+    async with client.simulate_ws("/events/ws", query_string=resume) as feed:
+        assert await asyncio.wait_for(feed.receive_json(), 5) == deleted
+    async with client.simulate_ws("/events/ws", query_string="last_event_id=0-1") as feed:
+        assert await asyncio.wait_for(feed.receive_json(), 5) == {"event": "reset"}
+    # A client gone is forgotten at once, not at its next event.
+    metrics = (await client.simulate_get("/metrics")).text
+    assert re.search(r"^asgilook_event_subscribers 0", metrics, re.MULTILINE), metrics

@@ -3,12 +3,15 @@ uvicorn with S3 (moto) and Redis."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from service.access import keys
 
 from . import samples
 from .servers import MotoS3, Uvicorn
@@ -26,20 +29,36 @@ ARGUMENTS = [
 ]  # fmt: skip
 
 
+ARTIFACTS = Path(os.environ.get("ASGILOOK_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))
+KEYS = {name: keys.new_key() for name in ("alice", "root")}
+
+
 @pytest.fixture
-def server(moto: MotoS3, bucket: str, redis_url: str) -> Iterator[Uvicorn]:
-    started = Uvicorn(
-        {
+def start(moto: MotoS3, bucket: str, redis_url: str) -> Iterator[Callable[..., Uvicorn]]:
+    """Starts the service on S3 (moto) and Redis, with more settings if given."""
+    started: list[Uvicorn] = []
+
+    def start(**settings: str) -> Uvicorn:
+        environment = {
             "ASGILOOK_S3_BUCKET": bucket,
             "ASGILOOK_S3_ENDPOINT_URL": moto.url,
             "ASGILOOK_REDIS_URL": redis_url,
-            "ASGILOOK_ANONYMOUS_WRITES": "true",
+            "ASGILOOK_RATE_LIMIT_UPLOADS": "",  # the tests upload in bulk
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
         }
-    ).start()
-    yield started
-    started.close()
+        started.append(Uvicorn({**environment, **settings}).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def server(start: Callable[..., Uvicorn]) -> Uvicorn:
+    """Anyone may upload (as a bucket deployment allows only when told to)."""
+    return start(ASGILOOK_ANONYMOUS_WRITES="true")
 
 
 @pytest.fixture
@@ -127,7 +146,6 @@ def test_upload_live_updates_and_the_viewer(
     assert httpx.delete(f"{server.url}{existing['image']}").status_code == 204
     expect(first.locator("#grid li")).to_have_count(3, timeout=5000)
     expect(second.locator("#grid li")).to_have_count(3, timeout=5000)
-    first.screenshot(path=str(tmp_path / "gallery-desktop.png"))
     assert not [error for error in errors if "415" not in error], errors
 
 
@@ -150,3 +168,127 @@ def test_no_serious_accessibility_violations(server: Uvicorn, browser) -> None: 
             if violation["impact"] in ("serious", "critical")
         ]
         assert not serious, (state, serious)
+
+
+def test_writes_are_offered_only_with_a_key_that_allows_them(
+    start: Callable[..., Uvicorn],
+    browser,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    server = start(
+        ASGILOOK_API_KEYS=",".join(
+            [
+                keys.entry("alice", "uploader", KEYS["alice"]),
+                keys.entry("root", "admin", KEYS["root"]),
+            ]
+        )
+    )
+    for name in ("root", "alice"):
+        created = httpx.post(
+            f"{server.url}/images",
+            content=samples.jpeg((320, 240)),
+            headers={"Authorization": f"Bearer {KEYS[name]}"},
+        )
+        assert created.status_code == 201
+    photo = tmp_path / "dropped.jpg"
+    photo.write_bytes(samples.jpeg((300, 200)))
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the delete's confirmation
+    page.goto(server.url)
+    tiles = page.locator("#grid li")
+    expect(tiles).to_have_count(2, timeout=2000)
+
+    # Without a key: a read-only gallery, and a drop says why nothing happens.
+    expect(page.locator("#key")).to_have_text("Use an API key")
+    expect(page.locator("#upload")).to_be_hidden()
+    drop(page, photo)
+    expect(page.locator("#status")).to_have_text("Uploads need an API key.")
+    tiles.first.locator("button").click()
+    expect(page.locator("#delete")).to_be_hidden()
+    page.keyboard.press("Escape")
+
+    # A key the service does not know is said so, and not kept.
+    give_key(page, "0" * 64)
+    expect(page.locator("#status")).to_contain_text("not one the service knows")
+    expect(page.locator("#upload")).to_be_hidden()
+
+    # An uploader's key: uploads, and deletes of its own images only.
+    give_key(page, KEYS["alice"])
+    expect(page.locator("#key")).to_have_text("Key: alice")
+    expect(page.locator("#upload")).to_be_visible()
+    tiles.first.locator("button").click()  # root's image
+    expect(page.locator("#delete")).to_be_hidden()
+    page.keyboard.press("ArrowRight")  # alice's
+    expect(page.locator("#delete")).to_be_visible()
+    page.locator("#delete").click()
+    expect(tiles).to_have_count(1)
+
+    # Dropped files upload like picked ones.
+    drop(page, photo)
+    expect(page.locator("#uploads li span:last-child")).to_have_text(["uploaded"], timeout=10_000)
+    expect(tiles).to_have_count(2)
+
+    # The key is kept in the browser, until it is forgotten.
+    page.reload()
+    expect(page.locator("#key")).to_have_text("Key: alice")
+    page.locator("#key").click()
+    page.get_by_role("button", name="Forget the key").click()
+    expect(page.locator("#key")).to_have_text("Use an API key")
+    expect(page.locator("#upload")).to_be_hidden()
+
+
+def give_key(page, key: str) -> None:  # type: ignore[no-untyped-def]
+    page.locator("#key").click()
+    page.get_by_label("Key", exact=True).fill(key)
+    page.get_by_role("button", name="Use this key").click()
+
+
+def drop(page, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Drops a file on the page, as a person dragging it from their file manager does."""
+    transfer = page.evaluate_handle(
+        """([name, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        [path.name, list(path.read_bytes())],
+    )
+    page.dispatch_event("main", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("main", "drop", {"dataTransfer": transfer})
+
+
+def test_scrolling_down_loads_the_next_pages(server: Uvicorn, browser) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=server.url) as client:
+        uploads = [client.post("/images", content=samples.jpeg((64, 48))) for _ in range(130)]
+    ids = [upload.json()["id"] for upload in uploads]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url)
+    tiles = page.locator("#grid li")
+    expect(tiles).to_have_count(60, timeout=2000)  # one page of the listing
+    for shown in (120, 130):
+        tiles.last.scroll_into_view_if_needed()
+        expect(tiles).to_have_count(shown)
+    assert [tile.get_attribute("data-id") for tile in tiles.all()] == ids  # oldest first, once each
+
+
+def test_screenshots_at_desktop_and_phone_widths(server: Uvicorn, browser) -> None:  # type: ignore[no-untyped-def]
+    """Saved as test artifacts (tests/artifacts, or $ASGILOOK_TEST_ARTIFACTS), to look at."""
+    sizes = [(800, 600), (600, 800), (1000, 500), (640, 640), (900, 600), (600, 900)] * 2
+    for seed, size in enumerate(sizes):
+        httpx.post(
+            f"{server.url}/images",
+            content=samples.scenery(seed, size),
+            headers={"Content-Disposition": f'attachment; filename="landscape-{seed + 1}.jpg"'},
+        )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name, viewport in [("desktop", (1280, 800)), ("phone", (390, 844))]:
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        page.goto(server.url)
+        images = page.locator("#grid li img")
+        expect(images).to_have_count(len(sizes), timeout=2000)
+        for image in images.all()[:6]:
+            image.scroll_into_view_if_needed()
+            assert image.evaluate("image => image.decode().then(() => image.naturalWidth)") > 0
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / f"gallery-{name}.png"))
+        page.close()

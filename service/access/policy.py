@@ -32,7 +32,7 @@ class Caller:
 
     def may_upload(self) -> None:
         self._check_rejected()
-        if self.key is None and self.keys_configured and not self.anonymous_writes:
+        if not self._may_upload:
             raise Unauthorized("uploads need an API key: Authorization: Bearer <key>")
 
     def may_delete(self, owner: str | None) -> None:
@@ -46,6 +46,22 @@ class Caller:
         if not self.keys_configured:
             raise Forbidden("originals are served to API keys only, and none is configured")
         self._may_touch(owner, "read the original of")
+
+    def allowed(self) -> dict[str, object]:
+        """What this caller may do, for a client deciding what to offer (`GET /access`)."""
+        self._check_rejected()
+        touch = "none" if self.key is None else "any" if self.key.is_admin else "own"
+        return {
+            "key": self.owner,
+            "keys_configured": self.keys_configured,
+            "upload": self._may_upload,
+            "delete": touch if self.keys_configured else "any",
+            "read_originals": touch if self.keys_configured else "none",
+        }
+
+    @property
+    def _may_upload(self) -> bool:
+        return self.key is not None or not self.keys_configured or self.anonymous_writes
 
     def _check_rejected(self) -> None:
         if self.rejected:

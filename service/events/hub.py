@@ -44,8 +44,8 @@ class Subscription:
             self._queue.get_nowait()
             self._queue.put_nowait(None)
 
-    async def events(self, heartbeat_seconds: float) -> AsyncIterator[Event | Reset | None]:
-        """Backlog, then live events; None every `heartbeat_seconds` without one."""
+    async def events(self, heartbeat_seconds: float | None) -> AsyncIterator[Event | Reset | None]:
+        """Backlog, then live events; None every `heartbeat_seconds` without one (if given)."""
         try:
             if isinstance(self.backlog, Reset):
                 yield self.backlog

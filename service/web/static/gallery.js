@@ -5,6 +5,8 @@ const statusLine = document.getElementById("status");
 const viewer = document.getElementById("viewer");
 const full = document.getElementById("full");
 const order = document.getElementById("order");
+const keyForm = document.getElementById("key-form");
+const keyInput = document.getElementById("key-input");
 const KEY = "asgilook-api-key";
 const MESSAGES = {
   400: "this file is damaged or not a single image",
@@ -21,6 +23,7 @@ let next = null; // the next page of the listing, from its Link header
 let loading = false;
 const images = []; // in the grid's order
 let current = -1; // the image in the viewer
+let allowed = { upload: false, delete: "none" }; // what the service accepts from this page
 
 function authorization() {
   const key = localStorage.getItem(KEY);
@@ -40,7 +43,11 @@ function tile(image) {
   button.setAttribute("aria-label", `View ${image.name || "image " + image.id}`);
   const picture = document.createElement("img");
   const [width, height] = image.size;
-  // NOTE: the placeholder has the image's proportions, so the grid does not jump.
+  // NOTE: rows of tiles in the images' proportions (wider ones grow more); the placeholder has
+  //   them too, so the grid does not jump while thumbnails load.
+  const ratio = width / height;
+  item.style.flexGrow = ratio;
+  item.style.flexBasis = `calc(${ratio} * var(--row))`;
   picture.width = width;
   picture.height = height;
   picture.style.aspectRatio = `${width} / ${height}`;
@@ -50,7 +57,8 @@ function tile(image) {
   const series = image.thumbnails.map((path) => `${path} ${sizeOf(path).width}w`);
   series.push(`${image.image} ${width}w`);
   picture.srcset = series.join(", ");
-  picture.sizes = "(max-width: 40rem) 45vw, 15rem";
+  // NOTE: a tile grows past its basis (--row) to fill its row: about 1.4 times at most.
+  picture.sizes = `(max-width: 40rem) ${Math.min(100, Math.round(ratio * 40))}vw, ${Math.round(ratio * 16)}rem`;
   picture.src = image.thumbnails.length ? image.thumbnails[image.thumbnails.length - 1] : image.image;
   button.append(picture);
   button.addEventListener("click", () => open(images.findIndex((known) => known.id === image.id)));
@@ -148,7 +156,7 @@ function upload(file) {
     } else {
       outcome.textContent = await describe(response);
       outcome.className = "error";
-      if (request.status === 401) askForKey();
+      if (request.status === 401) checkAccess();
     }
   });
   request.addEventListener("error", () => {
@@ -159,10 +167,18 @@ function upload(file) {
 }
 
 function askForKey() {
-  const key = prompt("API key (kept in this browser):", localStorage.getItem(KEY) || "");
-  if (key === null) return;
-  if (key) localStorage.setItem(KEY, key.trim());
-  else localStorage.removeItem(KEY);
+  keyInput.value = localStorage.getItem(KEY) || "";
+  keyForm.returnValue = "cancel";
+  keyForm.showModal();
+}
+
+function keyGiven() {
+  const key = keyInput.value.trim();
+  keyInput.value = "";
+  if (keyForm.returnValue === "save" && key) localStorage.setItem(KEY, key);
+  else if (keyForm.returnValue === "forget") localStorage.removeItem(KEY);
+  else return;
+  checkAccess();
 }
 
 function open(index) {
@@ -171,6 +187,8 @@ function open(index) {
   const image = images[index];
   full.src = image.image;
   full.alt = image.name || `Image uploaded ${image.modified}`;
+  const mine = allowed.key != null && image.owner === allowed.key;
+  document.getElementById("delete").hidden = !(allowed.delete === "any" || (allowed.delete === "own" && mine));
   if (!viewer.open) viewer.showModal();
 }
 
@@ -183,7 +201,7 @@ async function deleteCurrent() {
     viewer.close();
   } else {
     statusLine.textContent = `Not deleted: ${await describe(response)}`;
-    if (response.status === 401) askForKey();
+    if (response.status === 401) checkAccess();
   }
 }
 
@@ -195,11 +213,20 @@ function listen() {
   // NOTE: EventSource reconnects by itself, with Last-Event-ID, after a restart.
 }
 
-async function offerWrites() {
-  // NOTE: the page offers uploads and deletes; the service says, per request, who may.
-  document.getElementById("upload").hidden = false;
-  document.getElementById("delete").hidden = false;
-  document.getElementById("key").hidden = false;
+async function checkAccess() {
+  // NOTE: the page offers only what the service accepts from this browser's key, or from none.
+  let response = await fetch("/access", { headers: authorization() });
+  if (response.status === 401 && localStorage.getItem(KEY)) {
+    localStorage.removeItem(KEY);
+    statusLine.textContent = "The API key kept in this browser is not one the service knows: it was forgotten.";
+    response = await fetch("/access");
+  }
+  allowed = response.ok ? await response.json() : { upload: false, delete: "none" };
+  document.getElementById("upload").hidden = !allowed.upload;
+  const keyButton = document.getElementById("key");
+  keyButton.hidden = !allowed.keys_configured;
+  keyButton.textContent = allowed.key ? `Key: ${allowed.key}` : "Use an API key";
+  if (viewer.open) open(current);
 }
 
 document.getElementById("files").addEventListener("change", (event) => {
@@ -207,6 +234,7 @@ document.getElementById("files").addEventListener("change", (event) => {
   event.target.value = "";
 });
 document.getElementById("key").addEventListener("click", askForKey);
+keyForm.addEventListener("close", keyGiven);
 document.getElementById("close").addEventListener("click", () => viewer.close());
 document.getElementById("previous").addEventListener("click", () => open(current - 1));
 document.getElementById("next").addEventListener("click", () => open(current + 1));
@@ -218,18 +246,22 @@ viewer.addEventListener("keydown", (event) => {
 order.addEventListener("change", reload);
 addEventListener("dragover", (event) => {
   event.preventDefault();
-  document.body.classList.add("dropping");
+  if (allowed.upload) document.body.classList.add("dropping");
 });
 addEventListener("dragleave", () => document.body.classList.remove("dropping"));
 addEventListener("drop", (event) => {
   event.preventDefault();
   document.body.classList.remove("dropping");
+  if (!allowed.upload) {
+    statusLine.textContent = allowed.keys_configured ? "Uploads need an API key." : "Uploads are not accepted here.";
+    return;
+  }
   for (const file of event.dataTransfer.files) upload(file);
 });
 new IntersectionObserver((entries) => {
   if (entries.some((entry) => entry.isIntersecting)) loadPage();
 }, { rootMargin: "100% 0px" }).observe(more);
 
-offerWrites();
+checkAccess();
 listen();
 reload();
