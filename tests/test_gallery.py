@@ -292,3 +292,18 @@ def test_screenshots_at_desktop_and_phone_widths(server: Uvicorn, browser) -> No
         page.evaluate("() => window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / f"gallery-{name}.png"))
         page.close()
+
+
+def test_the_page_follows_the_service_through_a_restart(server: Uvicorn, browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(server.url)
+    tiles = page.locator("#grid li")
+    httpx.post(f"{server.url}/images", content=samples.jpeg((320, 240)))
+    expect(tiles).to_have_count(1, timeout=5000)
+    server.stop()
+    server.start()  # same port, same bucket and Redis
+    # Uploaded before the page has reconnected: it comes with what the page missed.
+    httpx.post(f"{server.url}/images", content=samples.jpeg((320, 240)))
+    expect(tiles).to_have_count(2, timeout=10_000)
+    httpx.post(f"{server.url}/images", content=samples.jpeg((320, 240)))
+    expect(tiles).to_have_count(3, timeout=5000)
