@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
+from importlib.metadata import version
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +16,7 @@ import falcon.asgi
 import uuid6
 
 from .access.callers import Callers
-from .access.cors import Cors
+from .access.cors import Cors, NoOptionsWithoutCors
 from .access.rate_limits import RateLimits
 from .cache import Cache, MemoryCache, RedisCache
 from .errors import ServiceError
@@ -52,7 +55,8 @@ from .resources import (
 from .settings import Settings
 from .storage_local import LocalStorage
 from .storage_s3 import S3Storage
-from .web import StaticFiles
+from .web import Files, docs, gallery
+from .web.openapi import describe_api
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +139,7 @@ def create_app(
         telemetry,
         NoSniff(),
         # NOTE: before the response cache: its headers are added to cached answers too.
-        *([Cors(origins)] if (origins := settings.cors_origin_list()) else []),
+        Cors(origins) if (origins := settings.cors_origin_list()) else NoOptionsWithoutCors(),
         Callers(keyring, settings.anonymous_writes),
         Lifespan(
             storage,
@@ -151,9 +155,12 @@ def create_app(
     app.add_route("/images", ImageList(images, rate_limits, hub))
     app.add_route("/events", Events(hub, settings.event_heartbeat))
     app.add_route("/events/ws", EventsOverWebSocket(hub))
-    page = StaticFiles()
+    page = gallery()
     app.add_route("/", page)
     app.add_route("/static/{name}", page)
+    api_docs = docs()
+    app.add_route("/docs", api_docs)
+    app.add_route("/docs/{name}", api_docs)
     jpeg = Image(images, hub)
     app.add_route("/images/{image_id:uuid}.jpeg", jpeg)
     for format in FORMATS.values():
@@ -170,8 +177,17 @@ def create_app(
     app.add_route("/healthz", Liveness())
     app.add_route("/readyz", Readiness(storage, cache))
     app.add_route("/metrics", MetricsEndpoint(metrics))
+    # NOTE: the document describes every route, its own included (and fails if one is not).
+    app.add_route("/openapi.json", openapi := Files({}, "openapi.json"))
+    document = describe_api(
+        app,
+        version("asgilook"),
+        files={"/static/{name}": page.names, "/docs/{name}": api_docs.names},
+        options=bool(origins),
+    )
+    openapi.add("openapi.json", json.dumps(document).encode())
     app.set_error_serializer(json_error)
     app.add_error_handler(ServiceError, service_error)
     app.add_error_handler(falcon.HTTPRouteNotFound, unrouted)
-    app.add_error_handler(falcon.HTTPMethodNotAllowed, unrouted)
+    app.add_error_handler(falcon.HTTPMethodNotAllowed, partial(unrouted, options=bool(origins)))
     return HotResponses(CutShortBodies(app), cache, telemetry, metrics)

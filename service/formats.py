@@ -3,8 +3,11 @@ one from a request's Accept header."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,12 @@ class Format:
         return replace(self, options={**self.options, **options})
 
 
+def encodable(format: Format) -> bool:
+    """Whether this Pillow can write the format."""
+    Image.init()
+    return format.pillow in Image.SAVE
+
+
 JPEG = Format("jpeg", "image/jpeg", "JPEG", {"quality": 75})
 FORMATS = {
     format.name: format
@@ -34,6 +43,7 @@ FORMATS = {
         #   the image workers already keep every core busy under load.
         Format("avif", "image/avif", "AVIF", {"quality": 60, "speed": 10, "max_threads": 1}),
     )
+    if encodable(format)  # NOTE: a Pillow built without libavif has no AVIF
 }
 # NOTE: among formats a client accepts equally, the smallest files first; a format it accepts
 #   only through a wildcard (*/*, image/*) comes after one it names, and JPEG first among those.
@@ -47,9 +57,9 @@ def negotiate(accept: str | None) -> Format | None:
     The client's q-values win; among equal ones, a format it names beats one it accepts
     through a wildcard, then AVIF, WebP, JPEG among named ones. No Accept, or */* alone: JPEG.
     """
-    if not accept:
+    ranges = _parse(accept or "")
+    if not ranges:  # NOTE: an Accept without one readable media range is ignored, as if absent
         return JPEG
-    ranges = _parse(accept)
     best: tuple[float, int, int] | None = None
     chosen = None
     for name, format in FORMATS.items():
@@ -61,6 +71,10 @@ def negotiate(accept: str | None) -> Format | None:
         if best is None or score > best:
             best, chosen = score, format
     return chosen
+
+
+# RFC 9110's token "/" token
+_MEDIA_RANGE = re.compile(r"[\w!#$%&'*+.^`|~-]+/[\w!#$%&'*+.^`|~-]+")
 
 
 def _parse(accept: str) -> list[tuple[str, float]]:
@@ -76,7 +90,7 @@ def _parse(accept: str) -> list[tuple[str, float]]:
                     quality = min(max(float(value), 0.0), 1.0)
                 except ValueError:
                     quality = -1.0
-        if media_range and quality >= 0:
+        if _MEDIA_RANGE.fullmatch(media_range) and quality >= 0:
             ranges.append((media_range.lower(), quality))
     return ranges
 

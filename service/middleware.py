@@ -232,6 +232,8 @@ class ResponseCache:
         resp.context.cache_slot = None
         if req.method not in ("GET", "HEAD") or not getattr(resource, "cache_responses", False):
             return
+        if req.method == "HEAD" and not hasattr(resource, "on_head"):
+            return  # NOTE: answered as Falcon does (405), cached GET or not
         key = f"{req.path}?{req.query_string}"
         # NOTE: a negotiated answer is kept per variant, under a key HotResponses never asks for.
         variant = resource.cache_variant(req) if hasattr(resource, "cache_variant") else ""

@@ -91,6 +91,13 @@ class EventsOverWebSocket:
     def __init__(self, hub: EventHub) -> None:
         self._hub = hub
 
+    async def on_get(self, req: Request, resp: Response) -> None:
+        raise falcon.HTTPError(
+            falcon.HTTP_426,
+            description="this is a WebSocket: connect with a WebSocket handshake",
+            headers={"Upgrade": "websocket"},
+        )
+
     async def on_websocket(self, req: Request, ws: WebSocket) -> None:
         subscription = await self._hub.subscribe(req.get_param("last_event_id"))
         await ws.accept()
@@ -151,6 +158,7 @@ class ImageList:
         await self._hub.publish("image.created", resp.media)
 
     def _describe(self, record: ImageRecord) -> dict[str, Any]:
+        sizes = self._images.thumbnail_sizes(record)
         return {
             "id": str(record.id),
             "image": image_uri(record.id),
@@ -159,9 +167,9 @@ class ImageList:
             "name": record.name,
             "owner": record.owner,
             "thumbnails": [
-                f"/thumbnails/{record.id}/{width}x{height}.jpeg"
-                for width, height in self._images.thumbnail_sizes(record)
+                f"/thumbnails/{record.id}/{width}x{height}.jpeg" for width, height in sizes
             ],
+            "thumbnail_sizes": [list(size) for size in sizes],
         }
 
 
@@ -432,10 +440,14 @@ def json_error(req: Request, resp: Response, error: falcon.HTTPError) -> None:
     resp.data = error.to_json()
 
 
-async def unrouted(req: Request, resp: Response, error: Exception, params: Any) -> None:
-    """Falcon's own 404 (no route) and 405 (no responder), with a description like ours."""
+async def unrouted(
+    req: Request, resp: Response, error: Exception, params: Any, *, options: bool = True
+) -> None:
+    """Falcon's own 404 (no route) and 405 (no responder), with a description like ours;
+    `options`: whether OPTIONS is answered (CORS), and so listed as allowed."""
     if isinstance(error, falcon.HTTPMethodNotAllowed):
-        allowed = dict(error.headers or {}).get("Allow", "")
+        given = dict(error.headers or {}).get("Allow", "").split(", ")
+        allowed = ", ".join(method for method in given if options or method != "OPTIONS")
         raise falcon.HTTPMethodNotAllowed(
             allowed.split(", "),
             description=f"{req.method} is not allowed here; the methods allowed are {allowed}",

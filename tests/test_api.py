@@ -57,6 +57,7 @@ async def test_tutorial_flow(client: ASGIConductor) -> None:
             f"/thumbnails/{FIRST_ID}/231x231.jpeg",
             f"/thumbnails/{FIRST_ID}/115x115.jpeg",
         ],
+        "thumbnail_sizes": [[231, 231], [115, 115]],
     }
 
     listing = (await client.simulate_get("/images")).json

@@ -164,3 +164,10 @@ async def test_the_extensionless_image_url_follows_accept(
         else:
             assert Image.open(io.BytesIO(result.content)).format.lower() == expected
     assert (await client.simulate_get(path, headers={"Accept": "image/gif"})).status_code == 406
+
+
+def test_only_formats_this_pillow_can_write_are_served() -> None:
+    from service.formats import FORMATS, Format, encodable
+
+    assert all(encodable(format) for format in FORMATS.values())
+    assert not encodable(Format("jxl", "image/jxl", "JPEG XL, not in this Pillow"))

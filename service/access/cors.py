@@ -33,3 +33,20 @@ class Cors(falcon.CORSMiddleware[Request, Response]):
         await super().process_response_async(req, resp, resource, req_succeeded)
         if resp.get_header("Access-Control-Allow-Headers") is not None:
             resp.set_header("Access-Control-Allow-Headers", ALLOWED_REQUEST_HEADERS)
+
+
+class NoOptionsWithoutCors:
+    """Falcon answers OPTIONS on every route, for CORS preflights. Without CORS configured, it
+    is a method like any other the service does not take: 405 (and `unrouted` leaves it out
+    of Allow)."""
+
+    async def process_resource(
+        self, req: Request, resp: Response, resource: object, params: dict[str, object]
+    ) -> None:
+        if req.method == "OPTIONS" and resource is not None:
+            raise falcon.HTTPMethodNotAllowed(
+                [m for m in RESPONDER_METHODS if hasattr(resource, f"on_{m.lower()}")]
+            )
+
+
+RESPONDER_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")

@@ -30,11 +30,6 @@ function authorization() {
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
 
-function sizeOf(path) {
-  const [width, height] = path.split("/").pop().split(".")[0].split("x").map(Number);
-  return { width, height };
-}
-
 function tile(image) {
   const item = document.createElement("li");
   item.dataset.id = image.id;
@@ -54,7 +49,7 @@ function tile(image) {
   picture.loading = "lazy";
   picture.decoding = "async";
   picture.alt = image.name || `Image uploaded ${image.modified}`;
-  const series = image.thumbnails.map((path) => `${path} ${sizeOf(path).width}w`);
+  const series = image.thumbnails.map((path, index) => `${path} ${image.thumbnail_sizes[index][0]}w`);
   series.push(`${image.image} ${width}w`);
   picture.srcset = series.join(", ");
   // NOTE: a tile grows past its basis (--row) to fill its row: about 1.4 times at most.
