@@ -29,3 +29,14 @@ def photo(seed: int, size: tuple[int, int] = (4000, 3000), quality: int = 90) ->
     output = io.BytesIO()
     image.save(output, "JPEG", quality=quality)
     return output.getvalue()
+
+
+def turned(seed: int, size: tuple[int, int] = (4000, 3000), quality: int = 90) -> bytes:
+    """A photo as phones store one held upright: its pixels sideways, EXIF orientation 6 (turn
+    90 degrees clockwise), so a service must decode, turn and encode it."""
+    image = Image.open(io.BytesIO(photo(seed, (size[1], size[0]), quality)))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    output = io.BytesIO()
+    image.save(output, "JPEG", quality=quality, exif=exif)
+    return output.getvalue()

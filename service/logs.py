@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
+import orjson
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
@@ -22,6 +24,25 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
+
+
+class AccessLineFormatter(logging.Formatter):
+    """The access log's JSON lines (one per request: `extra={"fields": {...}}`), made with orjson
+    from the fields they are known to have. python-json-logger's generic formatter looks at
+    every attribute of every record: 29 µs a line here, a third of a cache hit's time; this
+    takes 9 µs in all (`python bench/run.py`: the hit rows with logging on and off)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+                "request_id": record.request_id,  # type: ignore[attr-defined]
+                **record.fields,  # type: ignore[attr-defined]
+            }
+        ).decode()
 
 
 def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
@@ -57,3 +78,9 @@ def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
     access.propagate = False
+    if as_json:
+        ours = logging.StreamHandler(sys.stderr)
+        ours.addFilter(_RequestIdFilter())
+        ours.setFormatter(AccessLineFormatter())
+        logging.getLogger("asgilook.access").handlers[:] = [ours]
+        logging.getLogger("asgilook.access").propagate = False

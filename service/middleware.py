@@ -87,20 +87,9 @@ class RequestTelemetry:
         children[0].inc()
         children[1].observe(seconds)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s",
-                method,
-                path,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    **log,
-                },
-            )
+            fields = {"method": method, "path": path, "route": route, "status": status,
+                      "duration_ms": round(seconds * 1000, 3), **log}  # fmt: skip
+            access_log.info("%s %s %s", method, path, status, extra={"fields": fields})
 
     async def process_request(self, req: Request, resp: Response) -> None:
         resp.set_header(REQUEST_ID_HEADER, self.start(req.get_header(REQUEST_ID_HEADER) or ""))
