@@ -451,32 +451,32 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 NOTES = """
 Notes:
-- Misses: every request is a thumbnail never rendered before (one URL per image and size; a run
-  that repeats one is marked INVALID). In the mix, the sizes of one image are asked together, so
-  ASGILook's mipmap chain (a render hands its decoded pixels to the smaller sizes) decodes each
-  source about once for five thumbnails; thumbor, the seed and the raw Pillow ceiling decode it
-  five times. "2000x1500 only" has no smaller size to share with: one decode per request.
-- The raw Pillow ceiling: draft() + LANCZOS resize + save at quality 75, the mix in a loop, in 2
-  processes (and 2 threads: the last row). Threads reach about 0.9x of processes, because Pillow
-  releases the GIL while it decodes, resizes and encodes: the service keeps a thread pool.
-- thumbor runs with ENGINE_THREADPOOL_SIZE = 2: without it, a process renders on its event loop
-  and, when the kernel hands most connections to one of the two processes, thumbor runs at half
-  speed (26 or 52 req/s from one run to the next, measured).
-- ASGILook runs as the container does: uvicorn with 2 workers (1 for the 1-worker rows),
-  MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=1048576 (decoded images and source JPEGs are
-  mapped and returned to the system when freed, rather than fragmenting the heap: measured
-  152.6 MB with a 4 MiB threshold and 125.1 MB with 1 MiB). It costs 6 % of the miss
-  throughput and about 15 ms of upload p50 (60 uploads to SeaweedFS: 78.5 ms with 4 MiB,
-  93-95 ms with 1 MiB), which leaves the upload only just ahead of the seed's. Peak RSS is the
-  largest VmHWM of the workers, reset before the miss run.
-- The mix varies from run to run (92 to 142 req/s over this session's runs): the sizes of one
-  image share decoded pixels only when they land on the same uvicorn worker.
-- Hits: one hot thumbnail; ASGILook answers it in an ASGI wrapper in front of Falcon, from the
-  worker's memory, with the same headers, metrics and request id as Falcon would. The bare app
-  is Falcon returning the same bytes with no middleware, under the same uvicorn settings.
-- A 30 MB upload adds < 64 MB: tests/test_e2e.py uploads a 31 MB upright JPEG to S3 (it adds
-  about 5 MiB of peak RSS) and streams a 160 MB body (< 32 MiB). A photo that must be decoded
-  (turned upright, colour-converted) adds its pixels: 270 MiB for a 36 MP one, measured.
+- ASGILook runs as the container does: logging at INFO, one JSON access line per request
+  (written to a file here, as a container's stdout would be), uvicorn with 2 workers (1 for
+  the 1-worker rows), MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=1048576. The "logging off"
+  hit row is the same server at WARNING, beside the production figure, never instead of it.
+- Uploads: one client, one after the other. Upright photos are served as received (minus
+  metadata: no re-encode; they are still decoded at 1/8 scale to refuse damaged files); turned
+  ones (EXIF orientation 6, as phones store them) are decoded, turned and encoded at quality 90.
+  The seed decodes and encodes every upload at quality 75 and writes a local file; ASGILook
+  writes the original and the served JPEG to SeaweedFS, between a pending marker and an index
+  entry (all-or-nothing).
+- Misses are fetched each once, over 8 connections (a browser's 6 to 8), by an httpx client;
+  every request a thumbnail never rendered. The mix asks each image's five sizes smallest
+  first, the next size of an image three images later: one image's sizes reach different
+  connections and workers, as a page's grid size, then a viewer's larger size, would.
+- thumbor (PIL engine, file loader, quality 75, 2 processes with 2 engine threads each) reads
+  the very bytes ASGILook renders from ("same source bytes"), and also the seed's stored q75
+  re-encode of them, which is about half as costly to decode.
+- Cold page: 100 photos uploaded and never viewed; the listing of them (timed, and added to
+  ASGILook's time to the last byte), then each one's grid-size thumbnail (the third of the
+  series) over 8 connections. thumbor and the seed get the same thumbnails.
+- Single sizes: the same 60 images for every size, smallest first (a smaller size's render
+  leaves nothing a larger one can use).
+- Hits: one hot thumbnail over 32 connections with wrk; ASGILook answers it in front of Falcon,
+  from the worker's memory. The bare app is Falcon returning the same bytes with no
+  middleware, under the same uvicorn settings.
+- Peak RSS is the largest VmHWM of the workers, reset before the mix.
 """
 
 
@@ -493,9 +493,9 @@ def write_results(rows: list[Row], args: argparse.Namespace) -> None:
         "generator, SeaweedFS and Redis share the cores with the servers measured).",
         "Sources: deterministic photo-like 4000x3000 JPEGs (bench/photos.py); thumbnail mix "
         + ", ".join(f"{w}x{h}" for w, h in MIX)
-        + "; wrk, 2 threads, 8 connections for misses, 32 for hits.",
+        + "; misses over 8 connections (httpx), hits over 32 (wrk, 2 threads).",
         "",
-        "| Figure | ASGILook | Baseline (same run) | Ratio | Target (issue 4) |",
+        "| Figure | ASGILook | Baseline (same run) | Ratio | Target (issue 12) |",
         "|---|---|---|---|---|",
         *[f"| {' | '.join(row)} |" for row in rows],
         NOTES,
