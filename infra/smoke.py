@@ -1,4 +1,5 @@
-"""Smoke-test a running ASGILook: readiness, then upload, list, download, thumbnail, delete.
+"""Smoke-test a running ASGILook: readiness, then upload, list, download, thumbnail, delete;
+the gallery, the docs page and the OpenAPI document.
 
 ASGILOOK_KEY=<an admin key> python infra/smoke.py http://127.0.0.1:8000
 """
@@ -78,6 +79,19 @@ def main(base: str, key: str | None) -> None:
     assert call("DELETE", base + image["image"], key=key)[0] == 204
     assert call("GET", base + thumbnail)[0] == 404
     print("round trip: upload, list, image, thumbnail (Miss, Hit), original, delete: ok")
+    # The files shipped in the package: the gallery, the docs page and what it renders.
+    shipped = [
+        ("/", "text/html"),
+        ("/static/gallery.js", "text/javascript"),
+        ("/docs", "text/html"),
+        ("/docs/swagger-ui-bundle.js", "text/javascript"),
+        ("/openapi.json", "application/json"),
+    ]
+    for path, media_type in shipped:
+        status, headers, body = call("GET", base + path)
+        assert status == 200 and headers["content-type"].startswith(media_type), (path, status)
+    assert json.loads(body)["openapi"].startswith("3.1"), body[:100]
+    print("pages: gallery, docs, OpenAPI document: ok")
 
 
 if __name__ == "__main__":
