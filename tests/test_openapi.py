@@ -63,6 +63,8 @@ async def test_every_documented_method_is_answered_and_no_other(
         url = path.format(**values)
         documented = {method.upper() for method in item if method != "parameters"}
         for method in METHODS:
+            if (path, method) == ("/events", "GET"):
+                continue  # a stream that does not end: tests/test_events.py
             result = await client.simulate_request(method, url)
             if method in documented:
                 assert result.status_code != 405, (method, path)
@@ -109,7 +111,7 @@ async def test_an_upload_links_to_its_image_thumbnails_and_delete(
 @pytest.mark.slow
 def test_schemathesis_finds_nothing_undocumented(moto: MotoS3, bucket: str, redis_url: str) -> None:
     """Every operation (the event streams aside: they never end), every check, stateful
-    sequences through the links; bounded to 60 s of generation, seeded."""
+    sequences through the links; bounded to 45 s of generation, seeded."""
     server = Uvicorn(
         {
             "ASGILOOK_S3_BUCKET": bucket,
@@ -139,7 +141,7 @@ def test_schemathesis_finds_nothing_undocumented(moto: MotoS3, bucket: str, redi
             "--exclude-path", "/events", "--exclude-path", "/events/ws",
             "--checks", "all",
             "--phases", "examples,coverage,fuzzing,stateful",
-            "--max-examples", "20", "--max-time", "60", "--seed", "2",
+            "--max-examples", "20", "--max-time", "45", "--seed", "2",
             "--report", "junit", "--report-dir", str(ARTIFACTS / "schemathesis"),
         ]  # fmt: skip
         run: Any = subprocess.run(
