@@ -170,7 +170,8 @@ def test_every_subscriber_of_every_worker_sees_every_event_and_shutdown_does_not
         for feed in sockets:
             with pytest.raises(ConnectionClosed) as closed:
                 feed.recv(timeout=5)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001  # going away
+            # NOTE: going away (ours), or service restart (uvicorn's, when it closes first).
+            assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1012)
 
 
 def _resident_bytes(pid: int) -> int:
