@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import contextvars
+import io
 import logging
 import os
 import tempfile
@@ -51,6 +52,7 @@ class ImageRecord:
     modified: datetime
     owner: str | None = None  # the name of the API key that uploaded it
     name: str | None = None  # the file name it was uploaded under, if the client gave one
+    reduced: Size | None = None  # the size of the reduced copy stored beside the JPEG, if any
 
 
 ByteRange = tuple[int, int]  # first and last byte, both included
@@ -109,9 +111,15 @@ class Storage(Protocol):
         """Raise StorageUnavailable unless the store answers."""
 
     async def save(
-        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
+        self,
+        record: ImageRecord,
+        original: IO[bytes],
+        original_type: str,
+        jpeg: IO[bytes],
+        reduced: IO[bytes] | None = None,
     ) -> None:
-        """Store the original upload, its JPEG (both files) and its record, or nothing at all."""
+        """Store the original upload, its JPEG, its reduced copy if it has one (record.reduced)
+        and its record, or nothing at all."""
 
     async def stat(self, image_id: UUID) -> ImageStat:
         """The record and JPEG length of an image; raises ImageNotFound."""
@@ -121,6 +129,9 @@ class Storage(Protocol):
 
     async def open_original(self, record: ImageRecord) -> StoredImage:
         """Open the upload as it was received, with its content type; raises ImageNotFound."""
+
+    async def open_reduced(self, record: ImageRecord) -> StoredImage:
+        """Open the reduced copy of an image that has one; raises ImageNotFound."""
 
     async def delete(self, record: ImageRecord) -> None:
         """Delete an image and everything stored for it; raises ImageNotFound."""
@@ -263,6 +274,7 @@ class ImageService:
         with (
             tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool,
             tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as served,
+            io.BytesIO() as reduced,
         ):
             received = await self._spool(body, declared_length, spool)
             self._metrics.upload_bytes.observe(received)
@@ -270,13 +282,26 @@ class ImageService:
                 raise EmptyUpload("the request body is empty; send the image bytes")
             spool.seek(0)
             normalised = await self._workers.run(
-                processing.normalise, spool, self._max_image_pixels, served
+                processing.normalise, spool, self._max_image_pixels, served, reduced
             )
             modified = self._clock().replace(microsecond=0)
-            record = ImageRecord(self._new_id(), normalised.size, modified, owner, body.name)
-            spool.seek(0)
-            served.seek(0)
-            await self._storage.save(record, spool, normalised.original_type, served)
+            record = ImageRecord(
+                self._new_id(),
+                normalised.size,
+                modified,
+                owner,
+                body.name,
+                normalised.reduced_size,
+            )
+            for file in (spool, served, reduced):
+                file.seek(0)
+            await self._storage.save(
+                record,
+                spool,
+                normalised.original_type,
+                served,
+                reduced if record.reduced is not None else None,
+            )
         return record
 
     async def page(self, cursor: str | None, limit: int) -> Page:
@@ -338,7 +363,8 @@ class ImageService:
         return await asyncio.shield(running)
 
     async def _reencode(self, record: ImageRecord, format: Format) -> bytes:
-        level = await self._workers.run(processing.decode, await self._read(record.id), record.size)
+        jpeg = await self._read(self._storage.open(record.id))
+        level = await self._workers.run(processing.decode, jpeg, record.size)
         return await self._workers.run(processing.render, level, record.size, format)
 
     async def _render(self, record: ImageRecord, size: Size, format: Format) -> bytes:
@@ -347,16 +373,22 @@ class ImageService:
         if level is not None:
             return await self._workers.run(processing.render, level, size, format)
         with self._levels.rendering(record.id, size) as hand_on:
-            level = await self._workers.run(processing.decode, await self._read(record.id), size)
+            # NOTE: the reduced copy, where it covers the size, is a tenth of the bytes to read
+            #   and decode; images stored before there were reduced copies have none.
+            if record.reduced is not None and processing.resizes_well(record.reduced, size):
+                source = await self._read(self._storage.open_reduced(record))
+            else:
+                source = await self._read(self._storage.open(record.id))
+            level = await self._workers.run(processing.decode, source, size)
             # NOTE: shrunk for the next size down; a level decoded larger than needed (libjpeg
             #   scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
             hand_on(await self._workers.run(processing.shrink, level, (smaller or [size])[0]))
             return await self._workers.run(processing.render, level, size, format)
 
-    async def _read(self, image_id: UUID) -> bytes:
-        """The stored JPEG, whole, to be decoded."""
-        stored = await self._storage.open(image_id)
+    async def _read(self, opening: Awaitable[StoredImage]) -> bytes:
+        """A stored JPEG, whole, to be decoded."""
+        stored = await opening
         try:
             return await stored.read_all()
         finally:

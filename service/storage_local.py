@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS images (
     modified INTEGER NOT NULL,
     owner TEXT,  -- the name of the API key that uploaded it
     name TEXT,  -- the file name it was uploaded under
-    original_type TEXT NOT NULL DEFAULT 'application/octet-stream'
+    original_type TEXT NOT NULL DEFAULT 'application/octet-stream',
+    reduced_width INTEGER,  -- the size of the reduced copy, if the image has one
+    reduced_height INTEGER
 );
 -- Uploads and deletes in progress; one cut off by a crash leaves its row for the janitor.
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, since INTEGER NOT NULL);
@@ -42,12 +44,15 @@ _ADDED_COLUMNS = {
     "owner": "TEXT",
     "name": "TEXT",
     "original_type": "TEXT NOT NULL DEFAULT 'application/octet-stream'",
+    "reduced_width": "INTEGER",
+    "reduced_height": "INTEGER",
 }
-_RECORD_COLUMNS = "id, width, height, modified, owner, name"
+_RECORD_COLUMNS = "id, width, height, modified, owner, name, reduced_width, reduced_height"
 
 
 class LocalStorage:
-    """Layout under the root: originals/{id}, images/{id}.jpeg and index.sqlite3.
+    """Layout under the root: originals/{id}, images/{id}.jpeg, reduced/{id}.jpeg (large images
+    only) and index.sqlite3.
 
     A save reserves its id (a pending row) before it writes a file, so a failed one removes
     only files of its own; a row left pending by a crash is the janitor's to finish.
@@ -74,9 +79,14 @@ class LocalStorage:
         await self._run(self._check)
 
     async def save(
-        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
+        self,
+        record: ImageRecord,
+        original: IO[bytes],
+        original_type: str,
+        jpeg: IO[bytes],
+        reduced: IO[bytes] | None = None,
     ) -> None:
-        await self._run(self._save, record, original, original_type, jpeg)
+        await self._run(self._save, record, original, original_type, jpeg, reduced)
 
     async def stat(self, image_id: UUID) -> ImageStat:
         return await self._run(self._stat, image_id)
@@ -88,6 +98,10 @@ class LocalStorage:
     async def open_original(self, record: ImageRecord) -> StoredImage:
         content_type, file = await self._run(self._open_original, record.id)
         return self._stream(record, file, None, content_type)
+
+    async def open_reduced(self, record: ImageRecord) -> StoredImage:
+        file = await self._run(_open_file, self._reduced_path(record.id))
+        return self._stream(record, file, None)
 
     def _stream(
         self,
@@ -132,7 +146,7 @@ class LocalStorage:
             raise StorageUnavailable(f"the image store failed: {error}") from error
 
     def _open_database(self) -> None:
-        for folder in ("originals", "images"):
+        for folder in ("originals", "images", "reduced"):
             (self._root / folder).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             self._root / "index.sqlite3", timeout=10, isolation_level=None, check_same_thread=False
@@ -152,7 +166,12 @@ class LocalStorage:
             raise StorageUnavailable(f"{self._root / 'images'} is not writable")
 
     def _save(
-        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
+        self,
+        record: ImageRecord,
+        original: IO[bytes],
+        original_type: str,
+        jpeg: IO[bytes],
+        reduced: IO[bytes] | None,
     ) -> None:
         image_id = str(record.id)
         reserved = self._database.execute(
@@ -165,16 +184,19 @@ class LocalStorage:
         try:
             self._write(self._original_path(record.id), original)
             self._write(self._jpeg_path(record.id), jpeg)
+            if reduced is not None:
+                self._write(self._reduced_path(record.id), reduced)
             with self._transaction():
                 self._database.execute(
                     f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         image_id,
                         *record.size,
                         int(record.modified.timestamp()),
                         record.owner,
                         record.name,
+                        *(record.reduced or (None, None)),
                         original_type,
                     ),
                 )
@@ -194,22 +216,15 @@ class LocalStorage:
             raise ImageNotFound("no image with this id") from None
 
     def _open(self, image_id: UUID) -> tuple[ImageRecord, IO[bytes]]:
-        record = self._record(image_id)
-        try:
-            return record, self._jpeg_path(image_id).open("rb")
-        except FileNotFoundError:
-            raise ImageNotFound("no image with this id") from None
+        return self._record(image_id), _open_file(self._jpeg_path(image_id))
 
     def _open_original(self, image_id: UUID) -> tuple[str, IO[bytes]]:
         row = self._database.execute(
             "SELECT original_type FROM images WHERE id = ?", (str(image_id),)
         ).fetchone()
-        try:
-            if row is None:
-                raise FileNotFoundError
-            return row[0], self._original_path(image_id).open("rb")
-        except FileNotFoundError:
-            raise ImageNotFound("no image with this id") from None
+        if row is None:
+            raise ImageNotFound("no image with this id")
+        return row[0], _open_file(self._original_path(image_id))
 
     def _delete(self, image_id: UUID) -> None:
         self._record(image_id)
@@ -222,7 +237,11 @@ class LocalStorage:
 
     def _remove(self, image_id: UUID) -> None:
         """The files of an image pending removal, written or half-written, then its row."""
-        for path in (self._jpeg_path(image_id), self._original_path(image_id)):
+        for path in (
+            self._jpeg_path(image_id),
+            self._reduced_path(image_id),
+            self._original_path(image_id),
+        ):
             path.unlink(missing_ok=True)
             _partial(path).unlink(missing_ok=True)
         self._database.execute("DELETE FROM pending WHERE id = ?", (str(image_id),))
@@ -289,14 +308,37 @@ class LocalStorage:
     def _original_path(self, image_id: UUID) -> Path:
         return self._root / "originals" / str(image_id)
 
+    def _reduced_path(self, image_id: UUID) -> Path:
+        return self._root / "reduced" / f"{image_id}.jpeg"
+
 
 def _partial(path: Path) -> Path:
     return path.with_name(f"{path.name}.partial")
 
 
+def _open_file(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise ImageNotFound("no image with this id") from None
+
+
 def _record(
-    image_id: str, width: int, height: int, modified: int, owner: str | None, name: str | None
+    image_id: str,
+    width: int,
+    height: int,
+    modified: int,
+    owner: str | None,
+    name: str | None,
+    reduced_width: int | None,
+    reduced_height: int | None,
 ) -> ImageRecord:
+    reduced = (reduced_width, reduced_height) if reduced_width and reduced_height else None
     return ImageRecord(
-        UUID(image_id), (width, height), datetime.fromtimestamp(modified, UTC), owner, name
+        UUID(image_id),
+        (width, height),
+        datetime.fromtimestamp(modified, UTC),
+        owner,
+        name,
+        reduced,
     )

@@ -3,6 +3,7 @@
 Keys, under the configured prefix:
   originals/{id}               the upload exactly as received
   images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
+  reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it covers (large images)
   index/{id}/{w}x{h}/{epoch}[/@{owner}][/{name}]
                                an empty object per image: listing the index is the image listing,
                                one LIST call per page, because UUIDv7 ids sort by upload time
@@ -139,7 +140,12 @@ class S3Storage:
             await self._client.head_bucket(Bucket=self._bucket)
 
     async def save(
-        self, record: ImageRecord, original: IO[bytes], original_type: str, jpeg: IO[bytes]
+        self,
+        record: ImageRecord,
+        original: IO[bytes],
+        original_type: str,
+        jpeg: IO[bytes],
+        reduced: IO[bytes] | None = None,
     ) -> None:
         metadata = {
             "width": str(record.size[0]),
@@ -151,6 +157,8 @@ class S3Storage:
             metadata["owner"] = record.owner
         if record.name is not None:
             metadata["name"] = quote(record.name, safe="")
+        if record.reduced is not None:
+            metadata["reduced"] = f"{record.reduced[0]}x{record.reduced[1]}"
         writes = _Writes()
         try:
             with self._call("upload"), _first_error():
@@ -173,6 +181,15 @@ class S3Storage:
                             Metadata=metadata,
                         )
                     )
+                    if reduced is not None:
+                        uploads.create_task(
+                            self._create(
+                                self._reduced_key(record.id),
+                                _body(reduced),
+                                writes,
+                                ContentType="image/jpeg",
+                            )
+                        )
                 # NOTE: the index entry goes last: an image is listed only once it is whole.
                 await self._create(self._index_key(record), b"", writes)
                 await self._client.delete_object(
@@ -229,6 +246,13 @@ class S3Storage:
             )
         return self._stream(record, response, None, response["ContentType"])
 
+    async def open_reduced(self, record: ImageRecord) -> StoredImage:
+        with self._call("get_object"):
+            response = await self._client.get_object(
+                Bucket=self._bucket, Key=self._reduced_key(record.id)
+            )
+        return self._stream(record, response, None)
+
     async def delete(self, record: ImageRecord) -> None:
         with self._call("delete"):
             # NOTE: marked first, so the janitor finishes a delete cut off halfway; unlisted
@@ -236,7 +260,7 @@ class S3Storage:
             pending = self._pending_key(record.id)
             await self._client.put_object(Bucket=self._bucket, Key=pending, Body=b"")
             await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))
-            await self._delete_objects([self._jpeg_key(record.id), self._original_key(record.id)])
+            await self._delete_objects(self._files_keys(record.id))
             await self._client.delete_object(Bucket=self._bucket, Key=pending)
 
     async def page(self, after: UUID | None, limit: int) -> list[ImageRecord]:
@@ -316,7 +340,7 @@ class S3Storage:
             Bucket=self._bucket, Prefix=f"{self._prefix}index/{image_id}/"
         )
         keys = [entry["Key"] for entry in index.get("Contents", [])]
-        await self._delete_objects([*keys, self._jpeg_key(image_id), self._original_key(image_id)])
+        await self._delete_objects([*keys, *self._files_keys(image_id)])
         await self._client.delete_object(Bucket=self._bucket, Key=self._pending_key(image_id))
 
     async def _create(self, key: str, body: Any, writes: _Writes, **options: Any) -> None:
@@ -360,6 +384,12 @@ class S3Storage:
 
     def _original_key(self, image_id: UUID) -> str:
         return f"{self._prefix}originals/{image_id}"
+
+    def _reduced_key(self, image_id: UUID) -> str:
+        return f"{self._prefix}reduced/{image_id}.jpeg"
+
+    def _files_keys(self, image_id: UUID) -> list[str]:
+        return [self._jpeg_key(image_id), self._reduced_key(image_id), self._original_key(image_id)]
 
     def _pending_key(self, image_id: UUID) -> str:
         return f"{self._prefix}pending/{image_id}"
@@ -407,22 +437,28 @@ def _body(file: IO[bytes]) -> IO[bytes]:
 
 def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageRecord:
     name = metadata.get("name")
+    reduced = metadata.get("reduced")
     return ImageRecord(
         image_id,
         (int(metadata["width"]), int(metadata["height"])),
         datetime.fromtimestamp(int(metadata["modified"]), UTC),
         metadata.get("owner"),
         unquote(name) if name is not None else None,
+        _size(reduced) if reduced is not None else None,
     )
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, height = text.split("x")
+    return int(width), int(height)
 
 
 def _record_from_index_key(key: str) -> ImageRecord:
     image_id, size, epoch, *rest = key.split("/")
-    width, height = size.split("x")
     owner = rest.pop(0)[1:] if rest and rest[0].startswith("@") else None
     return ImageRecord(
         UUID(image_id),
-        (int(width), int(height)),
+        _size(size),
         datetime.fromtimestamp(int(epoch), UTC),
         owner,
         unquote("".join(rest)) if rest else None,

@@ -32,6 +32,17 @@ def jpeg_with_exif(size: tuple[int, int] = (640, 480)) -> bytes:
     return output.getvalue()
 
 
+def turned(upright: bytes) -> bytes:
+    """A JPEG as phones store one: its pixels sideways, EXIF orientation 8 (turn 90 degrees
+    counter-clockwise to view), so that it shows as `upright` does."""
+    image = Image.open(io.BytesIO(upright)).transpose(Image.Transpose.ROTATE_270)
+    exif = image.getexif()
+    exif[ORIENTATION] = 8
+    output = io.BytesIO()
+    image.save(output, "JPEG", exif=exif, quality=90)
+    return output.getvalue()
+
+
 def jpeg(size: tuple[int, int], quality: int = 85) -> bytes:
     """A photo-like JPEG with detail everywhere, so decoding and resizing do real work."""
     gradient = Image.linear_gradient("L").resize(size)

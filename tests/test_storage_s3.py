@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import falcon.testing
 import pytest
+from PIL import Image
 
 from service.app import create_app
 from service.images import ImageRecord
@@ -65,6 +66,44 @@ async def test_original_and_jpeg_are_stored_under_the_prefix(
 
     await s3_client.simulate_delete(created["image"])
     assert bucket_keys(moto, bucket) == []
+
+
+async def test_a_large_image_has_a_reduced_copy_that_goes_with_it(
+    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    created = (await s3_client.simulate_post("/images", body=samples.jpeg((2400, 1600)))).json
+    reduced_key = f"team/photos/reduced/{created['id']}.jpeg"
+    assert reduced_key in bucket_keys(moto, bucket)
+    reduced = moto.client().get_object(Bucket=bucket, Key=reduced_key)["Body"].read()
+    assert Image.open(io.BytesIO(reduced)).size == (600, 400)
+    for path in created["thumbnails"]:  # 1200x800 from the served JPEG, the others from the copy
+        thumbnail = await s3_client.simulate_get(path)
+        assert thumbnail.status_code == 200
+        assert Image.open(io.BytesIO(thumbnail.content)).size == tuple(
+            int(side) for side in path.rsplit("/", 1)[1].removesuffix(".jpeg").split("x")
+        )
+
+    await s3_client.simulate_delete(created["image"])
+    assert bucket_keys(moto, bucket) == []
+    for path in created["thumbnails"]:
+        assert (await s3_client.simulate_get(path)).status_code == 404
+
+
+async def test_an_image_stored_before_reduced_copies_renders_from_its_jpeg(
+    s3_settings: Settings, s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    storage = S3Storage(
+        bucket, endpoint_url=moto.url, prefix=s3_settings.s3_prefix, metrics=Metrics()
+    )
+    photo = samples.jpeg((2400, 1600))
+    record = ImageRecord(uuid4(), (2400, 1600), datetime.now(UTC).replace(microsecond=0))
+    async with storage:
+        await storage.save(record, io.BytesIO(photo), "image/jpeg", io.BytesIO(photo))
+    assert not any("/reduced/" in key for key in bucket_keys(moto, bucket))
+    listed = (await s3_client.simulate_get("/images")).json
+    assert [image["id"] for image in listed] == [str(record.id)]
+    for path in listed[0]["thumbnails"]:
+        assert (await s3_client.simulate_get(path)).status_code == 200
 
 
 async def test_rejected_uploads_leave_nothing(

@@ -69,12 +69,13 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
     )
     async with falcon.testing.ASGIConductor(create_app(settings)) as client:
         kept = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
-        doomed = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
+        # NOTE: large enough for reduced copies, which are left behind too.
+        doomed = (await client.simulate_post("/images", body=samples.jpeg((2000, 1000)))).json
 
         # S3 stops after an upload wrote its files, before its listing entry; the clean-up
         # after the failure cannot reach it either.
         proxy.fails = lambda method, path: "/index/" in path or method == "POST"
-        failed = await client.simulate_post("/images", body=samples.jpeg((320, 240)))
+        failed = await client.simulate_post("/images", body=samples.jpeg((2000, 1000)))
         assert failed.status_code == 503
         # S3 stops in the middle of a delete: unlisted, its files not yet removed.
         proxy.fails = lambda method, path: method == "POST"  # DeleteObjects is a POST
@@ -88,6 +89,7 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
         keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
         assert any(key.startswith("pending/") for key in keys)  # what the janitor will go by
         assert len([key for key in keys if key.startswith("originals/")]) == 3
+        assert len([key for key in keys if key.startswith("reduced/")]) == 2
 
         moto.client().put_object(Bucket=bucket, Key="pending/not-an-id", Body=b"")  # not ours
         proxy.fails = lambda method, path: False  # S3 is back
@@ -126,20 +128,25 @@ from service.storage_local import LocalStorage
 class DiesMidway(io.BytesIO):
     def read(self, size=-1):
         if self.tell() > 1000:
-            os._exit(9)  # killed in the middle of writing the second file
+            os._exit(9)  # killed in the middle of writing the last file, the reduced copy
         return super().read(500)
 
 async def save():
     async with LocalStorage(Path(sys.argv[1])) as storage:
-        record = ImageRecord(UUID(sys.argv[2]), (64, 64), datetime.now(UTC))
-        await storage.save(record, io.BytesIO(b"o" * 5000), "image/png", DiesMidway(b"j" * 5000))
+        now = datetime.now(UTC)
+        record = ImageRecord(UUID(sys.argv[2]), (4000, 3000), now, reduced=(1000, 750))
+        original, jpeg = io.BytesIO(b"o" * 5000), io.BytesIO(b"j" * 5000)
+        await storage.save(record, original, "image/png", jpeg, DiesMidway(b"r" * 5000))
 
 asyncio.run(save())
 """
 
 
 def stored_files(data: Path) -> list[str]:
-    return sorted(path.name for path in [*data.glob("originals/*"), *data.glob("images/*")])
+    folders = ("originals", "images", "reduced")
+    return sorted(
+        str(path.relative_to(data)) for folder in folders for path in data.glob(f"{folder}/*")
+    )
 
 
 async def test_what_a_crash_in_the_middle_of_a_local_save_left_is_removed(
@@ -151,8 +158,9 @@ async def test_what_a_crash_in_the_middle_of_a_local_save_left_is_removed(
     )
     assert crashed.returncode == 9
     assert stored_files(data) == [
-        f"{TAKEN}",
-        f"{TAKEN}.jpeg.partial",
+        f"images/{TAKEN}.jpeg",
+        f"originals/{TAKEN}",
+        f"reduced/{TAKEN}.jpeg.partial",
     ]
 
     settings = Settings(_env_file=None, storage_path=data, orphan_age=1)
@@ -163,8 +171,11 @@ async def test_what_a_crash_in_the_middle_of_a_local_save_left_is_removed(
                 break
             await asyncio.sleep(0.1)
         assert orphans_removed((await client.simulate_get("/metrics")).text) == 1
-        created = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
-    assert stored_files(data) == [
-        created["id"],
-        f"{created['id']}.jpeg",
-    ]
+        created = (await client.simulate_post("/images", body=samples.jpeg((2000, 1000)))).json
+        assert stored_files(data) == [
+            f"images/{created['id']}.jpeg",
+            f"originals/{created['id']}",
+            f"reduced/{created['id']}.jpeg",
+        ]
+        assert (await client.simulate_delete(created["image"])).status_code == 204
+    assert stored_files(data) == []
