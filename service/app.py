@@ -26,6 +26,7 @@ from .formats import FORMATS
 from .images import ImageService, ImageWorkers, Storage, utc_now
 from .janitor import Janitor
 from .levels import Levels
+from .logs import AccessLog
 from .metrics import Metrics
 from .middleware import (
     ASGIApp,
@@ -134,7 +135,7 @@ def create_app(
             "no API key is configured: anyone may upload and delete. To require keys, set "
             "ASGILOOK_API_KEYS or ASGILOOK_API_KEYS_FILE (keys from `asgilook keys new NAME`)"
         )
-    telemetry = RequestTelemetry(metrics)
+    telemetry = RequestTelemetry(metrics, AccessLog())
     middleware: list[Any] = [
         telemetry,
         NoSniff(),

@@ -4,7 +4,6 @@ Falcon, and the lifespan of long-lived clients."""
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import re
 import time
@@ -17,11 +16,10 @@ from falcon.asgi import Request, Response
 
 from .cache import Cache
 from .errors import ClientDisconnected
-from .logs import request_id
+from .logs import AccessLog, request_id
 from .metrics import Metrics
 from .validators import not_modified_by_headers
 
-access_log = logging.getLogger("asgilook.access")
 CACHE_HEADER = "X-ASGILook-Cache"
 REQUEST_ID_HEADER = "X-Request-ID"
 # Headers of a response that belong to its request, not to what a cache may replay.
@@ -51,8 +49,9 @@ def _namespace(params: dict[str, Any]) -> str:
 class RequestTelemetry:
     """One log line and the metrics of every request, under its X-Request-ID."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, access_log: AccessLog) -> None:
         self._metrics = metrics
+        self._access_log = access_log
         # NOTE: labels() costs a lock and a lookup per call; the hit path keeps its children.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # NOTE: generated ids are a random prefix of this process and a counter: unique, and
@@ -86,10 +85,10 @@ class RequestTelemetry:
             self._children[(method, route, status)] = children
         children[0].inc()
         children[1].observe(seconds)
-        if access_log.isEnabledFor(logging.INFO):
+        if self._access_log.enabled():
             fields = {"method": method, "path": path, "route": route, "status": status,
                       "duration_ms": round(seconds * 1000, 3), **log}  # fmt: skip
-            access_log.info("%s %s %s", method, path, status, extra={"fields": fields})
+            self._access_log.write(f"{method} {path} {status}", fields)
 
     async def process_request(self, req: Request, resp: Response) -> None:
         resp.set_header(REQUEST_ID_HEADER, self.start(req.get_header(REQUEST_ID_HEADER) or ""))
@@ -99,7 +98,7 @@ class RequestTelemetry:
         self, req: Request, resp: Response, resource: object, req_succeeded: bool
     ) -> None:
         length = None
-        if access_log.isEnabledFor(logging.INFO):
+        if self._access_log.enabled():
             if resp.stream is None:
                 length = len(await resp.render_body() or b"")
             elif resp.content_length is not None:
