@@ -343,7 +343,7 @@ def resizes_well(level_size: Size, size: Size) -> bool:
 def _scaled_size(full: Size, size: Size) -> Size:
     """The size Pillow's draft() decodes a JPEG of `full` size at, asked for `size`."""
     scale = min(full[0] // max(size[0], 1), full[1] // max(size[1], 1))
-    divisor = next(divisor for divisor in (8, 4, 2, 1) if scale >= divisor)
+    divisor = next((divisor for divisor in (8, 4, 2) if scale >= divisor), 1)
     return (-(-full[0] // divisor), -(-full[1] // divisor))
 
 

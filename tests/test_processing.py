@@ -96,6 +96,13 @@ def test_thumbnails_have_exactly_the_requested_size(size: tuple[int, int]) -> No
     assert (thumbnail.format, thumbnail.size) == ("JPEG", size)
 
 
+def test_a_level_is_never_decoded_smaller_than_the_source_allows() -> None:
+    source = samples.jpeg((250, 188))
+    assert processing.decode(source, (500, 375)).size == (250, 188)
+    assert processing.decode(source, (125, 94)).size == (125, 94)
+    assert processing.decode(source, (125, 93)).size == (250, 188)  # 2:1 beats 125x94 to 125x93
+
+
 def _psnr(a: Image.Image, b: Image.Image) -> float:
     squares = ImageStat.Stat(ImageChops.difference(a, b)).sum2
     return 10 * math.log10(255**2 * 3 * a.width * a.height / sum(squares))
