@@ -89,6 +89,16 @@ class StoredImage:
         return b"".join([chunk async for chunk in self.chunks])
 
 
+@dataclass(frozen=True)
+class ConvertedUpload:
+    """What an upload became: its record, the JPEG to serve and the reduced copy, if any
+    (record.reduced tells)."""
+
+    record: ImageRecord
+    jpeg: IO[bytes]
+    reduced: IO[bytes] | None = None
+
+
 class UploadBody(Protocol):
     """An upload as it arrives: its bytes, the length announced for them if any, and the file
     name the client gave, if any (known once the bytes are read)."""
@@ -112,14 +122,14 @@ class Storage(Protocol):
 
     async def save(
         self,
-        record: ImageRecord,
+        image_id: UUID,
         original: IO[bytes],
         original_type: str,
-        jpeg: IO[bytes],
-        reduced: IO[bytes] | None = None,
+        converted: Awaitable[ConvertedUpload],
     ) -> None:
-        """Store the original upload, its JPEG, its reduced copy if it has one (record.reduced)
-        and its record, or nothing at all."""
+        """Store an upload: the original at once, while `converted` is made; then what it
+        became and its record. All or nothing: if anything fails, `converted` included,
+        what was written is removed (or left to the janitor) and the error raised."""
 
     async def stat(self, image_id: UUID) -> ImageStat:
         """The record and JPEG length of an image; raises ImageNotFound."""
@@ -271,8 +281,10 @@ class ImageService:
         declared_length = body.declared_length
         if declared_length is not None and declared_length > self._max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
+        # NOTE: the upload is spooled to a named file, so that storage reads the original
+        #   through a handle of its own while normalise() reads it through this one.
         with (
-            tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool,
+            tempfile.NamedTemporaryFile() as spool,
             tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as served,
             io.BytesIO() as reduced,
         ):
@@ -280,28 +292,34 @@ class ImageService:
             self._metrics.upload_bytes.observe(received)
             if received == 0:
                 raise EmptyUpload("the request body is empty; send the image bytes")
+            spool.flush()
             spool.seek(0)
-            normalised = await self._workers.run(
-                processing.normalise, spool, self._max_image_pixels, served, reduced
+            original_type = await self._workers.run(
+                processing.identify, spool, self._max_image_pixels
             )
-            modified = self._clock().replace(microsecond=0)
-            record = ImageRecord(
-                self._new_id(),
-                normalised.size,
-                modified,
-                owner,
-                body.name,
-                normalised.reduced_size,
-            )
-            for file in (spool, served, reduced):
-                file.seek(0)
-            await self._storage.save(
-                record,
-                spool,
-                normalised.original_type,
-                served,
-                reduced if record.reduced is not None else None,
-            )
+            image_id = self._new_id()
+
+            async def convert() -> ConvertedUpload:
+                spool.seek(0)
+                normalised = await self._workers.run(
+                    processing.normalise, spool, self._max_image_pixels, served, reduced
+                )
+                modified = self._clock().replace(microsecond=0)
+                record = ImageRecord(
+                    image_id, normalised.size, modified, owner, body.name, normalised.reduced_size
+                )
+                served.seek(0)
+                reduced.seek(0)
+                return ConvertedUpload(record, served, reduced if record.reduced else None)
+
+            converting = asyncio.ensure_future(convert())
+            try:
+                with open(spool.name, "rb") as original:
+                    await self._storage.save(image_id, original, original_type, converting)
+            except BaseException:
+                converting.cancel()  # if the store failed before it waited for it
+                raise
+            record = converting.result().record
         return record
 
     async def page(self, cursor: str | None, limit: int) -> Page:

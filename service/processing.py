@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -60,8 +62,16 @@ class NormalisedImage:
     the reduced copy, if the image is large enough for one, to `reduced_output`."""
 
     size: Size
-    original_type: str
     reduced_size: Size | None = None
+
+
+def identify(source: BinaryIO, max_pixels: int) -> str:
+    """The media type of an upload, read from its header, which must pass the checks a header
+    allows (a format accepted, the pixel limit, a codec this Pillow has): an upload can start
+    going to storage while normalise() decodes it. Raises as normalise() does."""
+    with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
+        _check_header(image, max_pixels)
+        return image.get_format_mimetype() or "application/octet-stream"
 
 
 def normalise(
@@ -78,9 +88,15 @@ def normalise(
     decoders raise becomes InvalidImage (400: the file is damaged) or UnsupportedImage (415:
     Pillow cannot read this variant of the format).
     """
+    with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
+        return _normalise(image, source, max_pixels, output, reduced_output)
+
+
+@contextlib.contextmanager
+def _refusals(source: BinaryIO, max_pixels: int) -> Iterator[None]:
+    """What Pillow raises, as the service's errors."""
     try:
-        with Image.open(source, formats=ACCEPTED_FORMATS) as image:
-            return _normalise(image, source, max_pixels, output, reduced_output)
+        yield
     except UnidentifiedImageError:
         raise _unidentified(source) from None
     except Image.DecompressionBombError:
@@ -92,13 +108,7 @@ def normalise(
         raise refusal(error) from None
 
 
-def _normalise(
-    image: ImageFile.ImageFile,
-    source: BinaryIO,
-    max_pixels: int,
-    output: BinaryIO,
-    reduced_output: BinaryIO,
-) -> NormalisedImage:
+def _check_header(image: ImageFile.ImageFile, max_pixels: int) -> None:
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -107,7 +117,17 @@ def _normalise(
     if max(width, height) > JPEG_MAX_SIDE:
         raise ImageTooLarge(f"{width}x{height}: a JPEG has at most {JPEG_MAX_SIDE} pixels a side")
     _check_codec(image)
-    original_type = image.get_format_mimetype() or "application/octet-stream"
+
+
+def _normalise(
+    image: ImageFile.ImageFile,
+    source: BinaryIO,
+    max_pixels: int,
+    output: BinaryIO,
+    reduced_output: BinaryIO,
+) -> NormalisedImage:
+    _check_header(image, max_pixels)
+    width, height = image.size
     wants_reduced = width * height >= REDUCED_MIN_PIXELS
     if _servable_as_is(image):
         scale = REDUCED_SCALE if wants_reduced else 8
@@ -115,7 +135,7 @@ def _normalise(
         image.load()
         if _copy_without_metadata(source, output):
             reduced_size = _save_reduced(image, reduced_output) if wants_reduced else None
-            return NormalisedImage((width, height), original_type, reduced_size)
+            return NormalisedImage((width, height), reduced_size)
         output.seek(0)
         output.truncate()
         source.seek(0)
@@ -129,7 +149,7 @@ def _normalise(
     reduced_size = None
     if wants_reduced:
         reduced_size = _save_reduced(rgb.reduce(REDUCED_SCALE), reduced_output)
-    return NormalisedImage(rgb.size, original_type, reduced_size)
+    return NormalisedImage(rgb.size, reduced_size)
 
 
 def _save_reduced(pixels: Image.Image, output: BinaryIO) -> Size:

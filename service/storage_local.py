@@ -9,7 +9,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar
 from uuid import UUID
 
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import ByteRange, ImageRecord, ImageStat, StoredImage
+from .images import ByteRange, ConvertedUpload, ImageRecord, ImageStat, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,24 @@ class LocalStorage:
 
     async def save(
         self,
-        record: ImageRecord,
+        image_id: UUID,
         original: IO[bytes],
         original_type: str,
-        jpeg: IO[bytes],
-        reduced: IO[bytes] | None = None,
+        converted: Awaitable[ConvertedUpload],
     ) -> None:
-        await self._run(self._save, record, original, original_type, jpeg, reduced)
+        await self._run(self._reserve, image_id)
+        original_written = asyncio.ensure_future(
+            self._run(self._write, self._original_path(image_id), original)
+        )
+        try:
+            upload = await converted
+            await original_written
+            await self._run(self._finish, upload, original_type)
+        except BaseException:
+            original_written.cancel()
+            # NOTE: the one disk thread runs this after any write still in progress.
+            await self._run(self._clean_up_after, image_id)
+            raise
 
     async def stat(self, image_id: UUID) -> ImageStat:
         return await self._run(self._stat, image_id)
@@ -165,48 +176,42 @@ class LocalStorage:
         if not os.access(self._root / "images", os.W_OK):
             raise StorageUnavailable(f"{self._root / 'images'} is not writable")
 
-    def _save(
-        self,
-        record: ImageRecord,
-        original: IO[bytes],
-        original_type: str,
-        jpeg: IO[bytes],
-        reduced: IO[bytes] | None,
-    ) -> None:
-        image_id = str(record.id)
+    def _reserve(self, image_id: UUID) -> None:
         reserved = self._database.execute(
             "INSERT OR IGNORE INTO pending SELECT ?, ? "
             "WHERE NOT EXISTS (SELECT 1 FROM images WHERE id = ?)",
-            (image_id, int(time.time()), image_id),
+            (str(image_id), int(time.time()), str(image_id)),
         ).rowcount
         if not reserved:
             raise ImageExists("an image with this id is stored already")
+
+    def _finish(self, upload: ConvertedUpload, original_type: str) -> None:
+        """Write what the upload became, then list it."""
+        record = upload.record
+        self._write(self._jpeg_path(record.id), upload.jpeg)
+        if upload.reduced is not None:
+            self._write(self._reduced_path(record.id), upload.reduced)
+        with self._transaction():
+            self._database.execute(
+                f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    str(record.id),
+                    *record.size,
+                    int(record.modified.timestamp()),
+                    record.owner,
+                    record.name,
+                    *(record.reduced or (None, None)),
+                    original_type,
+                ),
+            )
+            self._database.execute("DELETE FROM pending WHERE id = ?", (str(record.id),))
+
+    def _clean_up_after(self, image_id: UUID) -> None:
         try:
-            self._write(self._original_path(record.id), original)
-            self._write(self._jpeg_path(record.id), jpeg)
-            if reduced is not None:
-                self._write(self._reduced_path(record.id), reduced)
-            with self._transaction():
-                self._database.execute(
-                    f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        image_id,
-                        *record.size,
-                        int(record.modified.timestamp()),
-                        record.owner,
-                        record.name,
-                        *(record.reduced or (None, None)),
-                        original_type,
-                    ),
-                )
-                self._database.execute("DELETE FROM pending WHERE id = ?", (image_id,))
-        except BaseException:
-            try:
-                self._remove(record.id)
-            except (OSError, sqlite3.Error) as error:
-                log.error("could not clean up after a failed upload; the janitor will: %s", error)
-            raise
+            self._remove(image_id)
+        except (OSError, sqlite3.Error) as error:
+            log.error("could not clean up after a failed upload; the janitor will: %s", error)
 
     def _stat(self, image_id: UUID) -> ImageStat:
         record = self._record(image_id)

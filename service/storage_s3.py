@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +35,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import ByteRange, ImageRecord, ImageStat, StoredImage
+from .images import ByteRange, ConvertedUpload, ImageRecord, ImageStat, StoredImage
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -141,51 +141,41 @@ class S3Storage:
 
     async def save(
         self,
-        record: ImageRecord,
+        image_id: UUID,
         original: IO[bytes],
         original_type: str,
-        jpeg: IO[bytes],
-        reduced: IO[bytes] | None = None,
+        converted: Awaitable[ConvertedUpload],
     ) -> None:
-        metadata = {
-            "width": str(record.size[0]),
-            "height": str(record.size[1]),
-            "modified": str(int(record.modified.timestamp())),
-        }
-        # NOTE: object metadata is ASCII: the name goes percent-encoded (the owner's is ASCII).
-        if record.owner is not None:
-            metadata["owner"] = record.owner
-        if record.name is not None:
-            metadata["name"] = quote(record.name, safe="")
-        if record.reduced is not None:
-            metadata["reduced"] = f"{record.reduced[0]}x{record.reduced[1]}"
         writes = _Writes()
         try:
+            # NOTE: timed as one "upload", the wait for the conversion it overlaps included.
             with self._call("upload"), _first_error():
-                await self._create(self._pending_key(record.id), b"", writes)
+                await self._create(self._pending_key(image_id), b"", writes)
                 async with asyncio.TaskGroup() as uploads:
                     uploads.create_task(
                         self._create(
-                            self._original_key(record.id),
+                            self._original_key(image_id),
                             _body(original),
                             writes,
                             ContentType=original_type,
                         )
                     )
+                    upload = await converted
+                    record = upload.record
                     uploads.create_task(
                         self._create(
-                            self._jpeg_key(record.id),
-                            _body(jpeg),
+                            self._jpeg_key(image_id),
+                            _body(upload.jpeg),
                             writes,
                             ContentType="image/jpeg",
-                            Metadata=metadata,
+                            Metadata=_metadata(record),
                         )
                     )
-                    if reduced is not None:
+                    if upload.reduced is not None:
                         uploads.create_task(
                             self._create(
-                                self._reduced_key(record.id),
-                                _body(reduced),
+                                self._reduced_key(image_id),
+                                _body(upload.reduced),
                                 writes,
                                 ContentType="image/jpeg",
                             )
@@ -193,7 +183,7 @@ class S3Storage:
                 # NOTE: the index entry goes last: an image is listed only once it is whole.
                 await self._create(self._index_key(record), b"", writes)
                 await self._client.delete_object(
-                    Bucket=self._bucket, Key=self._pending_key(record.id)
+                    Bucket=self._bucket, Key=self._pending_key(image_id)
                 )
         except BaseException:
             await self._remove(writes)
@@ -433,6 +423,23 @@ def _body(file: IO[bytes]) -> IO[bytes]:
     size = file.seek(0, io.SEEK_END) - start
     file.seek(start)
     return io.BytesIO(file.read()) if size <= IN_MEMORY_BODY_BYTES else file
+
+
+def _metadata(record: ImageRecord) -> dict[str, str]:
+    """The JPEG's user metadata: its record, less the id (its key), in ASCII."""
+    metadata = {
+        "width": str(record.size[0]),
+        "height": str(record.size[1]),
+        "modified": str(int(record.modified.timestamp())),
+    }
+    # NOTE: the name goes percent-encoded (the owner's, a key's name, is ASCII already).
+    if record.owner is not None:
+        metadata["owner"] = record.owner
+    if record.name is not None:
+        metadata["name"] = quote(record.name, safe="")
+    if record.reduced is not None:
+        metadata["reduced"] = f"{record.reduced[0]}x{record.reduced[1]}"
+    return metadata
 
 
 def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageRecord:

@@ -25,12 +25,13 @@ class Normalised:
 
 def normalise(data: bytes, max_pixels: int = 50_000_000) -> Normalised:
     output, reduced = io.BytesIO(), io.BytesIO()
+    original_type = processing.identify(io.BytesIO(data), max_pixels)
     result = processing.normalise(io.BytesIO(data), max_pixels, output, reduced)
     assert (result.reduced_size is None) == (reduced.getvalue() == b"")
     return Normalised(
         output.getvalue(),
         result.size,
-        result.original_type,
+        original_type,
         reduced.getvalue() if result.reduced_size is not None else None,
     )
 

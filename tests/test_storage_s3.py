@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from service.app import create_app
-from service.images import ImageRecord
+from service.images import ConvertedUpload, ImageRecord
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage_s3 import S3Storage
@@ -98,7 +98,8 @@ async def test_an_image_stored_before_reduced_copies_renders_from_its_jpeg(
     photo = samples.jpeg((2400, 1600))
     record = ImageRecord(uuid4(), (2400, 1600), datetime.now(UTC).replace(microsecond=0))
     async with storage:
-        await storage.save(record, io.BytesIO(photo), "image/jpeg", io.BytesIO(photo))
+        converted = ready(ConvertedUpload(record, io.BytesIO(photo)))
+        await storage.save(record.id, io.BytesIO(photo), "image/jpeg", converted)
     assert not any("/reduced/" in key for key in bucket_keys(moto, bucket))
     listed = (await s3_client.simulate_get("/images")).json
     assert [image["id"] for image in listed] == [str(record.id)]
@@ -131,7 +132,12 @@ async def test_a_save_interrupted_halfway_leaves_nothing(
     record = ImageRecord(uuid4(), (64, 64), datetime.now(UTC).replace(microsecond=0))
     async with storage:
         save = asyncio.create_task(
-            storage.save(record, SlowFile(b"x" * 1024 * 1024), "image/png", io.BytesIO(b"jpeg"))
+            storage.save(
+                record.id,
+                SlowFile(b"x" * 1024 * 1024),
+                "image/png",
+                ready(ConvertedUpload(record, io.BytesIO(b"jpeg"))),
+            )
         )
         while not bucket_keys(moto, bucket):  # the JPEG has landed
             assert not save.done(), save.result()
@@ -140,6 +146,10 @@ async def test_a_save_interrupted_halfway_leaves_nothing(
         with pytest.raises(asyncio.CancelledError):
             await save
     assert bucket_keys(moto, bucket) == []
+
+
+async def ready(upload: ConvertedUpload) -> ConvertedUpload:
+    return upload
 
 
 class SlowFile(io.BytesIO):

@@ -122,8 +122,11 @@ import asyncio, io, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
-from service.images import ImageRecord
+from service.images import ConvertedUpload, ImageRecord
 from service.storage_local import LocalStorage
+
+async def converted(record, jpeg):
+    return ConvertedUpload(record, jpeg, DiesMidway(b"r" * 5000))
 
 class DiesMidway(io.BytesIO):
     def read(self, size=-1):
@@ -136,7 +139,7 @@ async def save():
         now = datetime.now(UTC)
         record = ImageRecord(UUID(sys.argv[2]), (4000, 3000), now, reduced=(1000, 750))
         original, jpeg = io.BytesIO(b"o" * 5000), io.BytesIO(b"j" * 5000)
-        await storage.save(record, original, "image/png", jpeg, DiesMidway(b"r" * 5000))
+        await storage.save(record.id, original, "image/png", converted(record, jpeg))
 
 asyncio.run(save())
 """
