@@ -440,14 +440,11 @@ def describe_api(
             if method == "WEBSOCKET":
                 continue
             try:
-                item[method.lower()] = described.pop((path, method))
+                item[method.lower()] = finished(described.pop((path, method)), path)
             except KeyError:
                 raise RuntimeError(f"{method} {path} is routed but not described") from None
-        for operation in item.values():
-            if isinstance(operation, dict):
-                operation["tags"] = [tag_of(path)]
         if options:
-            item["options"] = {
+            preflight = {
                 "operationId": "options" + re.sub(r"\W+", "_", path),
                 "summary": "A CORS preflight",
                 "responses": {
@@ -455,15 +452,10 @@ def describe_api(
                     **errors(404),
                 },
             }
+            item["options"] = finished(preflight, path)
         paths[path] = item
     if described:
         raise RuntimeError(f"described but not routed: {sorted(described)}")
-    for item in paths.values():
-        for operation in item.values():
-            if isinstance(operation, dict):
-                for response in operation["responses"].values():
-                    if "$ref" not in response:
-                        response.setdefault("headers", {}).update(REQUEST_ID)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -477,6 +469,17 @@ def describe_api(
         "paths": paths,
         "components": COMPONENTS,
     }
+
+
+def finished(operation: Json, path: str) -> Json:
+    """An operation with its tag, and X-Request-ID on every response (a shared response, a
+    reference, has it in its component)."""
+    responses = {
+        status: response if "$ref" in response
+        else {**response, "headers": {**response.get("headers", {}), **REQUEST_ID}}
+        for status, response in operation["responses"].items()
+    }  # fmt: skip
+    return {**operation, "tags": [tag_of(path)], "responses": responses}
 
 
 TAGS = {  # tag: (the paths it groups, what they are)
