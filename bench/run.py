@@ -111,10 +111,12 @@ class Server:
 def wrk(url: str, paths: list[str], seconds: float, connections: int, work: Path) -> dict:
     listing = work / "paths.txt"
     listing.write_text("\n".join(paths) + "\n")
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s"]
     command += ["-s", str(BENCH / "paths.lua"), url, "--", str(listing)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    result = json.loads(output.strip().splitlines()[-1])
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"wrk failed on {url}: {finished.stdout}{finished.stderr}")
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["mb_per_s"] = result["bytes"] / (result["duration_us"] / 1e6) / 1e6
     result["unique"] = result["requests"] <= len(paths)
@@ -456,18 +458,20 @@ Notes:
   the 1-worker rows), MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=1048576. The "logging off"
   hit row is the same server at WARNING, beside the production figure, never instead of it.
 - Uploads: one client, one after the other. Upright photos are served as received (minus
-  metadata: no re-encode; they are still decoded at 1/8 scale to refuse damaged files); turned
-  ones (EXIF orientation 6, as phones store them) are decoded, turned and encoded at quality 90.
-  The seed decodes and encodes every upload at quality 75 and writes a local file; ASGILook
-  writes the original and the served JPEG to SeaweedFS, between a pending marker and an index
-  entry (all-or-nothing).
+  metadata: no re-encode; they are still decoded at 1/4 scale to refuse damaged files, and that
+  decode becomes the reduced copy, encoded at quality 90); turned ones (EXIF orientation 6, as
+  phones store them) are decoded, turned and encoded at quality 90. The seed decodes and
+  encodes every upload at quality 75 and writes a local file; ASGILook writes the original
+  (while it converts), the served JPEG and the reduced copy to SeaweedFS, between a pending
+  marker and an index entry (all-or-nothing).
 - Misses are fetched each once, over 8 connections (a browser's 6 to 8), by an httpx client;
   every request a thumbnail never rendered. The mix asks each image's five sizes smallest
   first, the next size of an image three images later: one image's sizes reach different
   connections and workers, as a page's grid size, then a viewer's larger size, would.
 - thumbor (PIL engine, file loader, quality 75, 2 processes with 2 engine threads each) reads
-  the very bytes ASGILook renders from ("same source bytes"), and also the seed's stored q75
-  re-encode of them, which is about half as costly to decode.
+  the very JPEG ASGILook serves ("same source bytes"), and also the seed's stored q75 re-encode
+  of it, which is about half as costly to decode. ASGILook renders sizes up to 1000x750 from
+  the reduced copy (1/4 scale, about 300 KB) it made at upload, and 2000x1500 from the JPEG.
 - Cold page: 100 photos uploaded and never viewed; the listing of them (timed, and added to
   ASGILook's time to the last byte), then each one's grid-size thumbnail (the third of the
   series) over 8 connections. thumbor and the seed get the same thumbnails.
@@ -487,7 +491,7 @@ def write_results(rows: list[Row], args: argparse.Namespace) -> None:
         f"Run on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with "
         f"`python bench/run.py --mix-images {args.mix_images} --page-images {args.page_images} "
         f"--single-images {args.single_images} --turned {args.turned} --sources {args.sources} "
-        f"--seconds {args.seconds}`: "
+        f"--seconds {args.seconds:g}`: "
         f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, everything on this one machine (the load "
         "generator, SeaweedFS and Redis share the cores with the servers measured).",
