@@ -170,6 +170,8 @@ class Cluster:
         self, name: str, namespace: str, command: list[str], env: dict[str, str] | None = None
     ) -> Process:
         """A process in a namespace, in a process group of its own, logging to a file."""
+        if name in self.processes:  # one killed before, started again: reap it first
+            self.processes.pop(name).popen.wait(10)
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
         popen = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace(namespace), *command],
