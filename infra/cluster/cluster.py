@@ -359,8 +359,8 @@ defaults
   timeout client 60s
   timeout server 60s
   timeout http-keep-alive 10s
-  # A request whose connection fails, or that gets no answer at all (its host died), is
-  # sent to another host; HAProxy resends only what is safe to (not a POST in flight).
+  # A request whose connection fails is sent to another host; a GET or HEAD that got no
+  # answer at all (its host died) too. A write in flight is not resent: it could be done twice.
   retries 2
   option redispatch 1
   retry-on conn-failure empty-response
@@ -374,6 +374,7 @@ backend app
   option httpchk GET /readyz
   http-check expect status 200
   option forwardfor
+  http-request disable-l7-retry if !METH_GET
   http-response set-header X-Cluster-Host %s  # which host answered, for the checks
   default-server inter 500ms fall 2 rise 2
 {servers}
