@@ -67,9 +67,12 @@ def connect(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     where = parse_sentinel_url(url)
     auth = {"username": where.username, "password": where.password}
-    sentinel_options = {
-        name: value for name, value in options.items() if name.startswith("socket_")
-    }
+    # NOTE: a sentinel answers at once or not at all: never wait long for one (the event
+    #   log's own connections have no read timeout, for their blocking reads).
+    sentinel_options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    sentinel_options.update(
+        (name, value) for name, value in options.items() if name.startswith("socket_")
+    )
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         where.sentinels, sentinel_kwargs={**auth, **sentinel_options}
     )

@@ -22,6 +22,7 @@ from service.settings import Settings, load_settings
 from . import samples
 from .sentinels import SentinelRedis
 from .servers import MotoS3, Uvicorn, wait_until
+from .test_cli import run
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="needs redis-server (apt-get install redis-server)"
@@ -108,6 +109,25 @@ async def test_cache_events_and_rate_limits_go_through_sentinel(
         assert third.status_code == 429
     with redis.Redis(port=sentinels.primary_port()) as primary:
         assert primary.exists("asgilook:events")  # the primary holds what the service wrote
+
+
+def test_check_reaches_redis_through_sentinel(
+    sentinels: SentinelRedis, moto: MotoS3, bucket: str
+) -> None:
+    environment = {
+        "ASGILOOK_S3_BUCKET": bucket,
+        "ASGILOOK_S3_ENDPOINT_URL": moto.url,
+        "ASGILOOK_API_KEYS": KEYS,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    reached = run("check", env={**environment, "ASGILOOK_REDIS_URL": sentinels.url})
+    assert reached.returncode == 0, reached.stdout + reached.stderr
+    assert "Redis: ok" in reached.stdout
+    elsewhere = sentinels.url.replace("/mymaster", "/unknown-service")
+    unreachable = run("check", env={**environment, "ASGILOOK_REDIS_URL": elsewhere})
+    assert unreachable.returncode == 1
+    assert "Redis: unavailable: No master found for 'unknown-service'" in unreachable.stdout
 
 
 @pytest.mark.slow
