@@ -434,11 +434,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter throughput runs (CI)")
     parser.add_argument("--only", nargs="*", default=None, help="check names (substrings)")
+    parser.add_argument("--workdir", type=Path, help="an empty directory for data and logs")
     args = parser.parse_args()
     # NOTE: SIGTERM (a CI timeout) unwinds like Ctrl-C, so that everything is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = 0
-    with Cluster() as cluster:
+    with Cluster(workdir=args.workdir) as cluster:
         hosts = ",".join(cluster.hosts)
         print(f"cluster up in {cluster.startup_seconds:.0f} s: hosts {hosts}; {cluster.url}")
         for name, check in CHECKS.items():

@@ -162,6 +162,10 @@ class Cluster:
             _ip("-n", namespace, "link", "set", "eth0", "up")
             _ip("-n", namespace, "link", "set", "lo", "up")
             # NOTE: no default route: only 198.18.0.0/24 is reachable from a namespace.
+            routes = subprocess.run(
+                ["ip", "-n", namespace, "route", "show"], capture_output=True, text=True
+            ).stdout.split("\n")
+            assert [r.split()[0] for r in routes if r] == [f"{SUBNET}.0/24"], routes
 
     def namespace(self, name: str) -> str:
         return f"{self.prefix}-{name}"

@@ -26,14 +26,19 @@ fi
 # NOTE: the driver stops what it started and removes its namespaces itself, also on an error
 #   or SIGTERM; this is the backstop if it is killed outright: whatever still runs in the
 #   cluster's namespaces is killed, then the namespaces and the bridge are removed.
+workdir=$(mktemp -d /tmp/asgilook-cluster-XXXXXX)
 cleanup() {
+  status=$?
   for namespace in $(ip netns list | awk '$1 ~ /^alk-/ {print $1}'); do
     pids=$(ip netns pids "$namespace")
     [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
     ip netns delete "$namespace" 2>/dev/null || true
   done
   ip link delete alk-br 2>/dev/null || true
+  # The driver removes its directory, or keeps it for its logs after a failure; killed (status
+  # over 128), it could not: the data goes too.
+  [ "$status" -le 128 ] || rm -rf "$workdir"
 }
 trap cleanup EXIT
 
-"$python" infra/cluster/checks.py "$@"
+"$python" infra/cluster/checks.py --workdir "$workdir" "$@"
