@@ -27,6 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from . import redis_client
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class RedisCache:
         #   RESP3 no longer checks pooled connections before use, redis/redis-py#4252). A Redis
         #   that is down refuses that connection at once; a timeout (a stall, a host that does not
         #   answer) is not retried: a cache that is down must cost nearly nothing.
-        self._redis = redis.Redis.from_url(
+        self._redis = redis_client.connect(
             self._url,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
@@ -174,7 +175,7 @@ class RedisCache:
                 self._listener.cancel()
                 await asyncio.wait([self._listener], timeout=0.1)
         finally:
-            await self._redis.aclose()
+            await redis_client.close(self._redis)
 
     async def check(self) -> None:
         await self._client.ping()
@@ -273,7 +274,7 @@ class RedisCache:
             # NOTE: a connection of its own, which waits for messages without a timeout. No
             #   retries: redis-py would reconnect and resubscribe quietly, and the messages sent
             #   meanwhile would be missed; losing the channel must reach the `finally` below.
-            subscriber = redis.Redis.from_url(
+            subscriber = redis_client.connect(
                 self._url,
                 socket_connect_timeout=0.5,
                 health_check_interval=5,
@@ -297,7 +298,7 @@ class RedisCache:
                 self._subscribed = False
                 self._forget(*self._generations)
                 self._local.clear()
-                await subscriber.aclose()
+                await redis_client.close(subscriber)
             await asyncio.sleep(REDIS_RETRY_SECONDS)
 
     @property

@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .access.keys import ApiKey, Keyring, parse_entries
+from .redis_client import is_sentinel, parse_sentinel_url
 
 ENV_PREFIX = "ASGILOOK_"
 MiB = 1024 * 1024
@@ -44,7 +45,9 @@ class Settings(BaseSettings):
         Path("data"), description="Directory of the embedded store (used without a bucket)."
     )
     redis_url: str | None = Field(
-        None, description="Redis URL of the response cache; unset = in-process cache."
+        None,
+        description="Redis URL of the response cache, events and rate limits (redis://...), or "
+        "of Sentinel (redis+sentinel://host:port,host:port/service[/db]); unset = in process.",
     )
     cache_ttl: int = Field(3600, gt=0, description="Seconds a cached response lives.")
     cache_max_bytes: int = Field(
@@ -136,6 +139,13 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and is_sentinel(value):
+            parse_sentinel_url(value)  # its ValueError names what is wrong
+        return value
 
     @field_validator("rate_limit_uploads", "rate_limit_renders")
     @classmethod

@@ -14,6 +14,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from .. import redis_client
 from ..errors import RateLimited
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,13 @@ class RateLimits:
         storage: Storage
         if self._redis_url:
             # NOTE: a pool of our own, closed on exit; short timeouts, like the cache's.
-            self._pool = redis.ConnectionPool.from_url(
+            self._pool = redis_client.connection_pool(
                 self._redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
             )
             storage = RedisStorage(
-                f"async+{self._redis_url}",
+                # NOTE: the pool decides where to connect (through Sentinel too); the URL is
+                #   only the storage's kind.
+                "async+redis://",
                 implementation="redispy",
                 key_prefix="asgilook:limits",
                 wrap_exceptions=True,
@@ -73,7 +76,7 @@ class RateLimits:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._pool is not None:
-            await self._pool.aclose()
+            await redis_client.close_pool(self._pool)
 
     async def take(self, name: str, caller: str) -> Quota | None:
         """Count a request; RateLimited if it is over the limit. None without such a limit,

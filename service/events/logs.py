@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as redis
 
+from .. import redis_client
+
 
 @dataclass(frozen=True)
 class Event:
@@ -52,14 +54,14 @@ class RedisEventLog:
         self._redis: redis.Redis | None = None
 
     async def __aenter__(self) -> RedisEventLog:
-        self._redis = redis.Redis.from_url(
+        self._redis = redis_client.connect(
             self._url, socket_connect_timeout=0.5, decode_responses=True
         )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._redis is not None
-        await self._redis.aclose()
+        await redis_client.close(self._redis)
 
     @property
     def _client(self) -> redis.Redis:
