@@ -259,12 +259,16 @@ class RedisCache:
 
     async def _send_invalidations(self, token: str = "-") -> bool:
         namespaces = list(self._unsent_invalidations)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for namespace in namespaces:
-                pipe.set(self._generation_key(namespace), _new_generation(), ex=self._ttl)
-            pipe.publish(self._prefix + self.CHANNEL, " ".join([token, *namespaces]))
-            if await self._call(pipe.execute) is None:
-                return False
+
+        async def send() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for namespace in namespaces:
+                    pipe.set(self._generation_key(namespace), _new_generation(), ex=self._ttl)
+                pipe.publish(self._prefix + self.CHANNEL, " ".join([token, *namespaces]))
+                return await pipe.execute()
+
+        if await self._call(send) is None:
+            return False
         self._unsent_invalidations.difference_update(namespaces)
         return True
 
@@ -312,10 +316,17 @@ class RedisCache:
             return None
         try:
             result = await command(*args, **kwargs)
-        except (redis.RedisError, OSError) as error:
+        except Exception as error:
+            # NOTE: whatever the client raises, even what it should not (one GET in a cluster
+            #   run answered 500 during a Sentinel failover), costs an uncached answer only.
             self._metrics.cache_errors.inc()
-            if not self._retry_at:
-                log.warning("Redis cache unavailable, serving without it: %s", error)
+            expected = isinstance(error, redis.RedisError | OSError)
+            if not self._retry_at or not expected:
+                log.warning(
+                    "Redis cache unavailable, serving without it: %r",
+                    error,
+                    exc_info=None if expected else error,
+                )
             self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
             return None
         if self._retry_at:

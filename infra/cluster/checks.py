@@ -452,6 +452,7 @@ def main() -> int:
                 )  # type: ignore[call-arg]
             except AssertionError as error:
                 failed += 1
+                cluster.keep_logs = True
                 print(f"\nFAIL  {name} ({time.monotonic() - started:.0f} s): {error}", flush=True)
                 continue
             print(f"\nok    {name} ({time.monotonic() - started:.0f} s)")

@@ -89,6 +89,7 @@ class Cluster:
         self.namespaces: list[str] = []
         self.links: list[str] = []
         self.weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
+        self.keep_logs = False  # set when a check failed: its logs tell why
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class Cluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-        if exc_info[0] is None:
+        if exc_info[0] is None and not self.keep_logs:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:
             print(f"cluster: logs kept in {self.workdir}/logs", file=sys.stderr)
