@@ -44,8 +44,9 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
 STORED_QUALITY = 90
 # NOTE: a copy at 1/4 scale is stored beside the JPEG of an image this large, and the thumbnails
 #   it covers render from it: a 12 MP photo's 1000x750 copy is about 300 KB, against 2.5 MB
-#   whose entropy decoding alone costs 25 ms. 4:4:4 keeps saturated edges (a red sun) as
-#   sharp as a direct render's, within 0.2 dB PSNR (tests/test_processing.py).
+#   whose entropy decoding alone costs 25 ms; its thumbnails are within 0.5 dB PSNR of direct
+#   renders (tests/test_processing.py). 4:4:4: with 4:2:0, saturated edges (a red sun) lost
+#   0.7 dB at 1000x750.
 REDUCED_SCALE = 4
 REDUCED_MIN_PIXELS = 2_000_000
 REDUCED_OPTIONS = {"quality": 90, "subsampling": "4:4:4"}
