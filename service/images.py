@@ -91,12 +91,13 @@ class StoredImage:
 
 @dataclass(frozen=True)
 class ConvertedUpload:
-    """What an upload became: its record, the JPEG to serve and the reduced copy, if any
-    (record.reduced tells)."""
+    """What an upload became: its record, the JPEG to serve, and its reduced copy if it has
+    one (record.reduced tells), which may still be in the making: a JPEG served as uploaded
+    is checked (decoded) while its JPEG goes to storage, and a damaged one fails there."""
 
     record: ImageRecord
     jpeg: IO[bytes]
-    reduced: IO[bytes] | None = None
+    reduced: Awaitable[IO[bytes] | None]
 
 
 class UploadBody(Protocol):
@@ -128,8 +129,9 @@ class Storage(Protocol):
         converted: Awaitable[ConvertedUpload],
     ) -> None:
         """Store an upload: the original at once, while `converted` is made; then what it
-        became and its record. All or nothing: if anything fails, `converted` included,
-        what was written is removed (or left to the janitor) and the error raised."""
+        became, each file as soon as it is ready, and its record. All or nothing: if anything
+        fails, `converted` and its reduced copy included, what was written is removed (or left
+        to the janitor) and the error raised."""
 
     async def stat(self, image_id: UUID) -> ImageStat:
         """The record and JPEG length of an image; raises ImageNotFound."""
@@ -282,7 +284,7 @@ class ImageService:
         if declared_length is not None and declared_length > self._max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
         # NOTE: the upload is spooled to a named file, so that storage reads the original
-        #   through a handle of its own while normalise() reads it through this one.
+        #   through a handle of its own while it is checked or converted through this one.
         with (
             tempfile.NamedTemporaryFile() as spool,
             tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as served,
@@ -301,23 +303,49 @@ class ImageService:
 
             async def convert() -> ConvertedUpload:
                 spool.seek(0)
-                normalised = await self._workers.run(
-                    processing.normalise, spool, self._max_image_pixels, served, reduced
+                size = await self._workers.run(
+                    processing.strip, spool, self._max_image_pixels, served
                 )
                 modified = self._clock().replace(microsecond=0)
+                served.seek(0)
+                if size is not None:
+                    # NOTE: served as uploaded: stored while it is checked.
+                    record = ImageRecord(
+                        image_id, size, modified, owner, body.name, processing.reduced_size(size)
+                    )
+                    checking.append(asyncio.ensure_future(check()))
+                    return ConvertedUpload(record, served, checking[0])
+                spool.seek(0)
+                converted = await self._workers.run(
+                    processing.convert, spool, self._max_image_pixels, served, reduced
+                )
                 record = ImageRecord(
-                    image_id, normalised.size, modified, owner, body.name, normalised.reduced_size
+                    image_id, converted.size, modified, owner, body.name, converted.reduced_size
                 )
                 served.seek(0)
                 reduced.seek(0)
-                return ConvertedUpload(record, served, reduced if record.reduced else None)
+                made = asyncio.get_running_loop().create_future()
+                made.set_result(reduced if record.reduced else None)
+                return ConvertedUpload(record, served, made)
 
+            async def check() -> IO[bytes] | None:
+                spool.seek(0)
+                made = await self._workers.run(processing.check, spool, reduced)
+                reduced.seek(0)
+                return reduced if made is not None else None
+
+            checking: list[asyncio.Future[IO[bytes] | None]] = []
             converting = asyncio.ensure_future(convert())
             try:
                 with open(spool.name, "rb") as original:
                     await self._storage.save(image_id, original, original_type, converting)
             except BaseException:
-                converting.cancel()  # if the store failed before it waited for it
+                # NOTE: if the store failed before it waited for them; a failure of theirs that
+                #   it did not wait for is not the one to report.
+                works: list[asyncio.Future[Any]] = [converting, *checking]
+                for work in works:
+                    if not work.cancel() and not work.cancelled():
+                        work.exception()
                 raise
             record = converting.result().record
         return record

@@ -45,7 +45,7 @@ class Metrics:
             multiprocess_mode="livesum", registry=registry,
         )  # fmt: skip
         self.render_seconds = Histogram(
-            "asgilook_image_render_seconds", "CPU work on images: normalise uploads, thumbnails.",
+            "asgilook_image_render_seconds", "CPU work on images: uploads, thumbnails.",
             ["operation"], buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.overloaded = Counter(

@@ -82,15 +82,53 @@ def normalise(
     at 1/4 scale to `reduced_output` if it has REDUCED_MIN_PIXELS or more.
 
     The pixel limit is checked from the header, before any pixel is decoded. A JPEG that is
-    already upright, colour-managed-free YCbCr is served as it is, minus its metadata: no
-    generation loss, no full decode or re-encode, and copied in chunks, so a large one is never
-    whole in memory (it is still decoded at a reduced scale, which reads every byte of it, to
-    refuse a truncated or corrupt one, and that decode is the reduced copy). Whatever the
-    decoders raise becomes InvalidImage (400: the file is damaged) or UnsupportedImage (415:
-    Pillow cannot read this variant of the format).
+    already upright, colour-managed-free YCbCr is served as it is, minus its metadata (strip),
+    then checked (check). Whatever the decoders raise becomes InvalidImage (400: the file is
+    damaged) or UnsupportedImage (415: Pillow cannot read this variant of the format).
+    """
+    size = strip(source, max_pixels, output)
+    if size is not None:
+        source.seek(0)
+        return NormalisedImage(size, check(source, reduced_output))
+    source.seek(0)
+    return convert(source, max_pixels, output, reduced_output)
+
+
+def strip(source: BinaryIO, max_pixels: int, output: BinaryIO) -> Size | None:
+    """Write a JPEG that can be served as it is to `output`, minus its metadata, and give its
+    size; None (and nothing written) for an image that must be converted.
+
+    No generation loss, no decode or re-encode, and copied in chunks, so a large one is never
+    whole in memory; but nothing is decoded either: check() must follow before it is served.
     """
     with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
-        return _normalise(image, source, max_pixels, output, reduced_output)
+        _check_header(image, max_pixels)
+        if not _servable_as_is(image):
+            return None
+        if _copy_without_metadata(source, output):
+            return image.size
+    output.seek(0)
+    output.truncate()
+    return None
+
+
+def check(source: BinaryIO, reduced_output: BinaryIO) -> Size | None:
+    """Decode a JPEG that strip() copied at a reduced scale: that reads every byte of it, to
+    refuse a truncated or corrupt one, and the decode is its reduced copy, written to
+    `reduced_output` (its size) if the image is large enough for one (reduced_size)."""
+    with _refusals(source, 0), Image.open(source, formats=ACCEPTED_FORMATS) as image:
+        size = reduced_size(image.size)
+        scale = REDUCED_SCALE if size is not None else 8
+        image.draft("RGB", (max(image.width // scale, 1), max(image.height // scale, 1)))
+        image.load()
+        return _save_reduced(image, reduced_output) if size is not None else None
+
+
+def reduced_size(size: Size) -> Size | None:
+    """The size of an image's reduced copy (libjpeg's 1/4 scale), or None: too small for one."""
+    if size[0] * size[1] < REDUCED_MIN_PIXELS:
+        return None
+    return _scaled_size(size, (max(size[0] // REDUCED_SCALE, 1), max(size[1] // REDUCED_SCALE, 1)))
 
 
 @contextlib.contextmanager
@@ -120,37 +158,29 @@ def _check_header(image: ImageFile.ImageFile, max_pixels: int) -> None:
     _check_codec(image)
 
 
-def _normalise(
-    image: ImageFile.ImageFile,
-    source: BinaryIO,
-    max_pixels: int,
-    output: BinaryIO,
-    reduced_output: BinaryIO,
+def convert(
+    source: BinaryIO, max_pixels: int, output: BinaryIO, reduced_output: BinaryIO
 ) -> NormalisedImage:
-    _check_header(image, max_pixels)
-    width, height = image.size
-    wants_reduced = width * height >= REDUCED_MIN_PIXELS
-    if _servable_as_is(image):
-        scale = REDUCED_SCALE if wants_reduced else 8
-        image.draft("RGB", (max(width // scale, 1), max(height // scale, 1)))
-        image.load()
-        if _copy_without_metadata(source, output):
-            reduced_size = _save_reduced(image, reduced_output) if wants_reduced else None
-            return NormalisedImage((width, height), reduced_size)
-        output.seek(0)
-        output.truncate()
-        source.seek(0)
-        image = Image.open(source, formats=ACCEPTED_FORMATS)
+    """Decode, turn upright, convert to sRGB and encode (what strip() does not take); the
+    reduced copy from the same pixels."""
+    with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
+        _check_header(image, max_pixels)
+        return _convert(image, output, reduced_output)
+
+
+def _convert(
+    image: ImageFile.ImageFile, output: BinaryIO, reduced_output: BinaryIO
+) -> NormalisedImage:
     image.load()
     # NOTE: in place, and no RGB copy of an RGB image: a 50 MP decode is 150 MB.
     ImageOps.exif_transpose(image, in_place=True)
     rgb = _to_srgb(_to_eight_bits(image))
     # NOTE: nothing from image.info is passed on, so no EXIF (GPS!), XMP or comments.
     rgb.save(output, "JPEG", quality=STORED_QUALITY)
-    reduced_size = None
-    if wants_reduced:
-        reduced_size = _save_reduced(rgb.reduce(REDUCED_SCALE), reduced_output)
-    return NormalisedImage(rgb.size, reduced_size)
+    reduced = None
+    if reduced_size(rgb.size) is not None:
+        reduced = _save_reduced(rgb.reduce(REDUCED_SCALE), reduced_output)
+    return NormalisedImage(rgb.size, reduced)
 
 
 def _save_reduced(pixels: Image.Image, output: BinaryIO) -> Size:

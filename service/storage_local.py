@@ -92,7 +92,8 @@ class LocalStorage:
         try:
             upload = await converted
             await original_written
-            await self._run(self._finish, upload, original_type)
+            await self._run(self._write, self._jpeg_path(image_id), upload.jpeg)
+            await self._run(self._finish, upload.record, await upload.reduced, original_type)
         except BaseException:
             original_written.cancel()
             # NOTE: the one disk thread runs this after any write still in progress.
@@ -185,12 +186,10 @@ class LocalStorage:
         if not reserved:
             raise ImageExists("an image with this id is stored already")
 
-    def _finish(self, upload: ConvertedUpload, original_type: str) -> None:
-        """Write what the upload became, then list it."""
-        record = upload.record
-        self._write(self._jpeg_path(record.id), upload.jpeg)
-        if upload.reduced is not None:
-            self._write(self._reduced_path(record.id), upload.reduced)
+    def _finish(self, record: ImageRecord, reduced: IO[bytes] | None, original_type: str) -> None:
+        """Write the reduced copy, if any, then list the image."""
+        if reduced is not None:
+            self._write(self._reduced_path(record.id), reduced)
         with self._transaction():
             self._database.execute(
                 f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "

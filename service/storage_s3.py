@@ -171,11 +171,12 @@ class S3Storage:
                             Metadata=_metadata(record),
                         )
                     )
-                    if upload.reduced is not None:
+                    reduced = await upload.reduced
+                    if reduced is not None:
                         uploads.create_task(
                             self._create(
                                 self._reduced_key(image_id),
-                                _body(upload.reduced),
+                                _body(reduced),
                                 writes,
                                 ContentType="image/jpeg",
                             )

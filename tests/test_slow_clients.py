@@ -35,7 +35,8 @@ def server(tmp_path: Path) -> Iterator[Uvicorn]:
 
 
 def image_work(server: Uvicorn) -> dict[str, float]:
-    """Uploads decoded, and image jobs refused for a full queue, from /metrics."""
+    """Uploads whose image work began (their header read), and image jobs refused for a full
+    queue, from /metrics."""
     exposition = httpx.get(f"{server.url}/metrics").text
 
     def value(pattern: str) -> float:
@@ -43,7 +44,7 @@ def image_work(server: Uvicorn) -> dict[str, float]:
         return float(found.group(1)) if found else 0.0
 
     return {
-        "decoded": value(r'asgilook_image_render_seconds_count\{operation="normalise"\}'),
+        "decoded": value(r'asgilook_image_render_seconds_count\{operation="identify"\}'),
         "refused": value(r"asgilook_image_work_refused_total"),
     }
 

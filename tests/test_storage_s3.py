@@ -7,6 +7,7 @@ import io
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import uuid4
 
 import falcon.testing
@@ -22,6 +23,8 @@ from service.storage_s3 import S3Storage
 from . import samples
 from .servers import MotoS3
 from .test_operations import samples_of
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ async def test_an_image_stored_before_reduced_copies_renders_from_its_jpeg(
     photo = samples.jpeg((2400, 1600))
     record = ImageRecord(uuid4(), (2400, 1600), datetime.now(UTC).replace(microsecond=0))
     async with storage:
-        converted = ready(ConvertedUpload(record, io.BytesIO(photo)))
+        converted = ready(ConvertedUpload(record, io.BytesIO(photo), ready(None)))
         await storage.save(record.id, io.BytesIO(photo), "image/jpeg", converted)
     assert not any("/reduced/" in key for key in bucket_keys(moto, bucket))
     listed = (await s3_client.simulate_get("/images")).json
@@ -136,7 +139,7 @@ async def test_a_save_interrupted_halfway_leaves_nothing(
                 record.id,
                 SlowFile(b"x" * 1024 * 1024),
                 "image/png",
-                ready(ConvertedUpload(record, io.BytesIO(b"jpeg"))),
+                ready(ConvertedUpload(record, io.BytesIO(b"jpeg"), ready(None))),
             )
         )
         while not bucket_keys(moto, bucket):  # the JPEG has landed
@@ -148,8 +151,8 @@ async def test_a_save_interrupted_halfway_leaves_nothing(
     assert bucket_keys(moto, bucket) == []
 
 
-async def ready(upload: ConvertedUpload) -> ConvertedUpload:
-    return upload
+async def ready(value: T) -> T:
+    return value
 
 
 class SlowFile(io.BytesIO):

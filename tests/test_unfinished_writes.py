@@ -125,8 +125,11 @@ from uuid import UUID
 from service.images import ConvertedUpload, ImageRecord
 from service.storage_local import LocalStorage
 
+async def ready(value):
+    return value
+
 async def converted(record, jpeg):
-    return ConvertedUpload(record, jpeg, DiesMidway(b"r" * 5000))
+    return ConvertedUpload(record, jpeg, ready(DiesMidway(b"r" * 5000)))
 
 class DiesMidway(io.BytesIO):
     def read(self, size=-1):
