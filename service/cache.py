@@ -317,8 +317,10 @@ class RedisCache:
         try:
             result = await command(*args, **kwargs)
         except Exception as error:
-            # NOTE: whatever the client raises, even what it should not (one GET in a cluster
-            #   run answered 500 during a Sentinel failover), costs an uncached answer only.
+            # NOTE: whatever the client raises costs an uncached answer only, even what is not
+            #   a Redis or network error: under uvloop, a write on a connection the server just
+            #   closed raises RuntimeError ("the handler is closed"), which redis-py passes on
+            #   (seen in a Sentinel failover of infra/cluster, where it made a GET a 500).
             self._metrics.cache_errors.inc()
             expected = isinstance(error, redis.RedisError | OSError)
             if not self._retry_at or not expected:
