@@ -330,7 +330,9 @@ class ImageService:
 
             async def check() -> IO[bytes] | None:
                 spool.seek(0)
-                made = await self._workers.run(processing.check, spool, reduced)
+                made = await self._workers.run(
+                    processing.check, spool, self._max_image_pixels, reduced
+                )
                 reduced.seek(0)
                 return reduced if made is not None else None
 

@@ -57,10 +57,16 @@ SAMPLE_FORMAT = 339  # the TIFF tag: 1 unsigned, 2 signed integers, 3 floats
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
+# An upload: identify() reads its header; a JPEG served as uploaded is then strip()ped of its
+# metadata and check()ed, and any other image is convert()ed. The pixel limit is checked from
+# the header, before any pixel is decoded. Whatever the decoders raise becomes InvalidImage
+# (400: the file is damaged) or UnsupportedImage (415: Pillow cannot read this variant).
+
+
 @dataclass(frozen=True)
-class NormalisedImage:
-    """What normalise() learnt of an upload; the JPEG served went to its `output` file, and
-    the reduced copy, if the image is large enough for one, to `reduced_output`."""
+class ConvertedImage:
+    """What convert() made: the JPEG served went to its `output` file, and the reduced copy,
+    if the image is large enough for one, to `reduced_output`."""
 
     size: Size
     reduced_size: Size | None = None
@@ -69,29 +75,10 @@ class NormalisedImage:
 def identify(source: BinaryIO, max_pixels: int) -> str:
     """The media type of an upload, read from its header, which must pass the checks a header
     allows (a format accepted, the pixel limit, a codec this Pillow has): an upload can start
-    going to storage while normalise() decodes it. Raises as normalise() does."""
+    going to storage while it is checked or converted."""
     with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
         _check_header(image, max_pixels)
         return image.get_format_mimetype() or "application/octet-stream"
-
-
-def normalise(
-    source: BinaryIO, max_pixels: int, output: BinaryIO, reduced_output: BinaryIO
-) -> NormalisedImage:
-    """Write the upload to `output` as an upright sRGB JPEG without metadata, and a copy of it
-    at 1/4 scale to `reduced_output` if it has REDUCED_MIN_PIXELS or more.
-
-    The pixel limit is checked from the header, before any pixel is decoded. A JPEG that is
-    already upright, colour-managed-free YCbCr is served as it is, minus its metadata (strip),
-    then checked (check). Whatever the decoders raise becomes InvalidImage (400: the file is
-    damaged) or UnsupportedImage (415: Pillow cannot read this variant of the format).
-    """
-    size = strip(source, max_pixels, output)
-    if size is not None:
-        source.seek(0)
-        return NormalisedImage(size, check(source, reduced_output))
-    source.seek(0)
-    return convert(source, max_pixels, output, reduced_output)
 
 
 def strip(source: BinaryIO, max_pixels: int, output: BinaryIO) -> Size | None:
@@ -112,11 +99,11 @@ def strip(source: BinaryIO, max_pixels: int, output: BinaryIO) -> Size | None:
     return None
 
 
-def check(source: BinaryIO, reduced_output: BinaryIO) -> Size | None:
+def check(source: BinaryIO, max_pixels: int, reduced_output: BinaryIO) -> Size | None:
     """Decode a JPEG that strip() copied at a reduced scale: that reads every byte of it, to
     refuse a truncated or corrupt one, and the decode is its reduced copy, written to
     `reduced_output` (its size) if the image is large enough for one (reduced_size)."""
-    with _refusals(source, 0), Image.open(source, formats=ACCEPTED_FORMATS) as image:
+    with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
         size = reduced_size(image.size)
         scale = REDUCED_SCALE if size is not None else 8
         image.draft("RGB", (max(image.width // scale, 1), max(image.height // scale, 1)))
@@ -160,7 +147,7 @@ def _check_header(image: ImageFile.ImageFile, max_pixels: int) -> None:
 
 def convert(
     source: BinaryIO, max_pixels: int, output: BinaryIO, reduced_output: BinaryIO
-) -> NormalisedImage:
+) -> ConvertedImage:
     """Decode, turn upright, convert to sRGB and encode (what strip() does not take); the
     reduced copy from the same pixels."""
     with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
@@ -170,7 +157,7 @@ def convert(
 
 def _convert(
     image: ImageFile.ImageFile, output: BinaryIO, reduced_output: BinaryIO
-) -> NormalisedImage:
+) -> ConvertedImage:
     image.load()
     # NOTE: in place, and no RGB copy of an RGB image: a 50 MP decode is 150 MB.
     ImageOps.exif_transpose(image, in_place=True)
@@ -180,7 +167,7 @@ def _convert(
     reduced = None
     if reduced_size(rgb.size) is not None:
         reduced = _save_reduced(rgb.reduce(REDUCED_SCALE), reduced_output)
-    return NormalisedImage(rgb.size, reduced)
+    return ConvertedImage(rgb.size, reduced)
 
 
 def _save_reduced(pixels: Image.Image, output: BinaryIO) -> Size:

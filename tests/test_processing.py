@@ -24,15 +24,25 @@ class Normalised:
 
 
 def normalise(data: bytes, max_pixels: int = 50_000_000) -> Normalised:
-    output, reduced = io.BytesIO(), io.BytesIO()
-    original_type = processing.identify(io.BytesIO(data), max_pixels)
-    result = processing.normalise(io.BytesIO(data), max_pixels, output, reduced)
-    assert (result.reduced_size is None) == (reduced.getvalue() == b"")
+    """An upload through the steps ImageService.upload takes."""
+    source, output, reduced = io.BytesIO(data), io.BytesIO(), io.BytesIO()
+    original_type = processing.identify(source, max_pixels)
+    source.seek(0)
+    size = processing.strip(source, max_pixels, output)
+    source.seek(0)
+    if size is not None:
+        reduced_size = processing.check(source, max_pixels, reduced)
+        # NOTE: the service records the copy's size before check() has made it.
+        assert reduced_size == processing.reduced_size(size)
+    else:
+        converted = processing.convert(source, max_pixels, output, reduced)
+        size, reduced_size = converted.size, converted.reduced_size
+    assert (reduced_size is None) == (reduced.getvalue() == b"")
     return Normalised(
         output.getvalue(),
-        result.size,
+        size,
         original_type,
-        reduced.getvalue() if result.reduced_size is not None else None,
+        reduced.getvalue() if reduced_size is not None else None,
     )
 
 
