@@ -412,8 +412,10 @@ class ImageService:
 
     async def _reencode(self, record: ImageRecord, format: Format) -> bytes:
         jpeg = await self._read(self._storage.open(record.id))
-        level = await self._workers.run(processing.decode, jpeg, record.size)
-        return await self._workers.run(processing.render, level, record.size, format)
+        reencoded, _ = await self._workers.run(
+            processing.decode_and_render, jpeg, record.size, record.size, format
+        )
+        return reencoded
 
     async def _render(self, record: ImageRecord, size: Size, format: Format) -> bytes:
         # NOTE: decoded levels are shared by every format.
@@ -427,12 +429,14 @@ class ImageService:
                 source = await self._read(self._storage.open_reduced(record))
             else:
                 source = await self._read(self._storage.open(record.id))
-            level = await self._workers.run(processing.decode, source, size)
             # NOTE: shrunk for the next size down; a level decoded larger than needed (libjpeg
             #   scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
-            hand_on(await self._workers.run(processing.shrink, level, (smaller or [size])[0]))
-            return await self._workers.run(processing.render, level, size, format)
+            thumbnail, next_level = await self._workers.run(
+                processing.decode_and_render, source, size, (smaller or [size])[0], format
+            )
+            hand_on(next_level)
+            return thumbnail
 
     async def _read(self, opening: Awaitable[StoredImage]) -> bytes:
         """A stored JPEG, whole, to be decoded."""

@@ -401,6 +401,16 @@ def shrink(level: Level, size: Size) -> Level:
     return level if pixels is level.pixels else Level(pixels)
 
 
+def decode_and_render(
+    jpeg: bytes, size: Size, next_size: Size, format: Format = JPEG
+) -> tuple[bytes, Level]:
+    """A thumbnail of `size` from a stored JPEG, and the level its next smaller size, `next_size`,
+    will be made from. One job, so that the pixels decoded live only while a thread works on
+    them: a worker holds at most one decoded source per image thread."""
+    level = decode(jpeg, size)
+    return render(level, size, format), shrink(level, next_size)
+
+
 def render(level: Level, size: Size, format: Format = JPEG) -> bytes:
     """A thumbnail of exactly `size` pixels, in `format`, from a level at least that large."""
     pixels = shrink(level, size).pixels
