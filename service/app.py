@@ -23,7 +23,7 @@ from .errors import ServiceError
 from .events.hub import EventHub
 from .events.logs import EventLog, LocalEventLog, RedisEventLog
 from .formats import FORMATS
-from .images import ImageService, ImageWorkers, Storage, utc_now
+from .images import ImageService, Storage, utc_now
 from .janitor import Janitor
 from .levels import Levels
 from .logs import AccessLog
@@ -58,6 +58,7 @@ from .storage_local import LocalStorage
 from .storage_s3 import S3Storage
 from .web import Files, docs, gallery
 from .web.openapi import describe_api
+from .workers import ImageWorkers
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ def create_app(
         else LocalEventLog(settings.storage_path / "events.sqlite3", settings.event_history)
     )
     hub = EventHub(event_log, metrics)
-    workers = ImageWorkers(settings.image_threads, settings.image_queue, metrics)
+    workers = ImageWorkers(
+        settings.image_threads, settings.image_queue, settings.image_memory_bytes, metrics
+    )
     images = ImageService(
         storage,
         workers,

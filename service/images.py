@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextvars
 import io
 import logging
-import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol, Self, TypeVar
+from typing import IO, Any, Protocol, Self
 from uuid import UUID
 
 import uuid6
@@ -25,7 +22,6 @@ from .errors import (
     EmptyUpload,
     ImageNotFound,
     InvalidCursor,
-    Overloaded,
     RangeNotSatisfiable,
     UploadTimeout,
     UploadTooLarge,
@@ -33,11 +29,11 @@ from .errors import (
 from .formats import JPEG, Format
 from .levels import Levels
 from .metrics import Metrics
+from .workers import ImageWorkers
 
 log = logging.getLogger(__name__)
 
 Size = tuple[int, int]
-T = TypeVar("T")
 
 # NOTE: uploads up to this size stay in memory while they are checked; larger ones spill to disk.
 SPOOL_MEMORY_BYTES = 1024 * 1024
@@ -202,47 +198,15 @@ def decode_cursor(cursor: str) -> UUID:
         raise InvalidCursor(f"{cursor!r} is not a cursor this service gave out") from None
 
 
+def _dismiss(work: asyncio.Future[Any]) -> None:
+    """Cancel work whose outcome no longer matters, or take its error, which is not the one
+    to report (asyncio would log it as never retrieved)."""
+    if not work.cancel() and not work.cancelled():
+        work.exception()
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class ImageWorkers:
-    """A thread pool for CPU-bound image work, with a bounded queue in front of it.
-
-    Pillow releases the GIL while it decodes, resizes and encodes, so threads scale across cores.
-    When `queue` jobs already wait for a thread, more work is refused (Overloaded, a 503 with
-    Retry-After) instead of queueing without end.
-    """
-
-    def __init__(self, threads: int, queue: int, metrics: Metrics) -> None:
-        self._threads = threads or os.cpu_count() or 1
-        self._capacity = self._threads + queue
-        self._metrics = metrics
-        self._executor: ThreadPoolExecutor | None = None
-        self._jobs = 0  # running or waiting
-
-    async def __aenter__(self) -> ImageWorkers:
-        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="asgilook-image")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._executor is not None
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        assert self._executor is not None, "ImageWorkers used outside the app's lifespan"
-        if self._jobs >= self._capacity:
-            self._metrics.overloaded.inc()
-            raise Overloaded("too much image work in progress; retry shortly")
-        self._jobs += 1
-        try:
-            loop = asyncio.get_running_loop()
-            # NOTE: in this request's context, so what the thread logs carries its request id.
-            context = contextvars.copy_context()
-            with self._metrics.timed(self._metrics.render_seconds, function.__name__):
-                return await loop.run_in_executor(self._executor, context.run, function, *args)
-        finally:
-            self._jobs -= 1
 
 
 class ImageService:
@@ -283,12 +247,11 @@ class ImageService:
         declared_length = body.declared_length
         if declared_length is not None and declared_length > self._max_upload_bytes:
             raise UploadTooLarge(f"uploads are limited to {self._max_upload_bytes} bytes")
-        # NOTE: the upload is spooled to a named file, so that storage reads the original
-        #   through a handle of its own while it is checked or converted through this one.
+        # NOTE: the upload is spooled to a named file, so that storage and the check read it
+        #   through handles of their own.
         with (
             tempfile.NamedTemporaryFile() as spool,
             tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as served,
-            io.BytesIO() as reduced,
         ):
             received = await self._spool(body, declared_length, spool)
             self._metrics.upload_bytes.observe(received)
@@ -296,61 +259,72 @@ class ImageService:
                 raise EmptyUpload("the request body is empty; send the image bytes")
             spool.flush()
             spool.seek(0)
-            original_type = await self._workers.run(
-                processing.identify, spool, self._max_image_pixels
-            )
+            identified = await self._workers.run(processing.identify, spool, self._max_image_pixels)
             image_id = self._new_id()
+            checking: asyncio.Future[IO[bytes] | None] | None = None
+
+            def record(size: Size, reduced: Size | None) -> ImageRecord:
+                modified = self._clock().replace(microsecond=0)
+                return ImageRecord(image_id, size, modified, owner, body.name, reduced)
+
+            async def check() -> IO[bytes] | None:
+                with open(spool.name, "rb") as source:
+                    reduced = io.BytesIO()
+                    made = await self._workers.run(
+                        processing.check,
+                        source,
+                        self._max_image_pixels,
+                        reduced,
+                        memory=processing.check_bytes(identified.size),
+                    )
+                reduced.seek(0)
+                return reduced if made is not None else None
 
             async def convert() -> ConvertedUpload:
+                nonlocal checking
+                # NOTE: a JPEG served as uploaded is checked while it is stripped of its
+                #   metadata, and stored while it is checked; a damaged one fails there.
+                if identified.servable_as_is:
+                    checking = asyncio.ensure_future(check())
                 spool.seek(0)
                 size = await self._workers.run(
                     processing.strip, spool, self._max_image_pixels, served
                 )
-                modified = self._clock().replace(microsecond=0)
                 served.seek(0)
-                if size is not None:
-                    # NOTE: served as uploaded: stored while it is checked.
-                    record = ImageRecord(
-                        image_id, size, modified, owner, body.name, processing.reduced_size(size)
+                if size is not None and checking is not None:
+                    return ConvertedUpload(
+                        record(size, processing.reduced_size(size)), served, checking
                     )
-                    checking.append(asyncio.ensure_future(check()))
-                    return ConvertedUpload(record, served, checking[0])
+                if checking is not None:  # laid out unusually: re-encoded instead
+                    _dismiss(checking)
                 spool.seek(0)
+                reduced = io.BytesIO()
                 converted = await self._workers.run(
-                    processing.convert, spool, self._max_image_pixels, served, reduced
-                )
-                record = ImageRecord(
-                    image_id, converted.size, modified, owner, body.name, converted.reduced_size
+                    processing.convert,
+                    spool,
+                    self._max_image_pixels,
+                    served,
+                    reduced,
+                    memory=processing.convert_bytes(identified.size),
                 )
                 served.seek(0)
                 reduced.seek(0)
                 made = asyncio.get_running_loop().create_future()
-                made.set_result(reduced if record.reduced else None)
-                return ConvertedUpload(record, served, made)
+                made.set_result(reduced if converted.reduced_size is not None else None)
+                return ConvertedUpload(record(converted.size, converted.reduced_size), served, made)
 
-            async def check() -> IO[bytes] | None:
-                spool.seek(0)
-                made = await self._workers.run(
-                    processing.check, spool, self._max_image_pixels, reduced
-                )
-                reduced.seek(0)
-                return reduced if made is not None else None
-
-            checking: list[asyncio.Future[IO[bytes] | None]] = []
             converting = asyncio.ensure_future(convert())
             try:
                 with open(spool.name, "rb") as original:
-                    await self._storage.save(image_id, original, original_type, converting)
+                    await self._storage.save(image_id, original, identified.media_type, converting)
             except BaseException:
                 # NOTE: if the store failed before it waited for them; a failure of theirs that
                 #   it did not wait for is not the one to report.
-                works: list[asyncio.Future[Any]] = [converting, *checking]
-                for work in works:
-                    if not work.cancel() and not work.cancelled():
-                        work.exception()
+                for work in (converting, checking):
+                    if work is not None:
+                        _dismiss(work)
                 raise
-            record = converting.result().record
-        return record
+            return converting.result().record
 
     async def page(self, cursor: str | None, limit: int) -> Page:
         """One page of images, oldest first."""
@@ -413,7 +387,12 @@ class ImageService:
     async def _reencode(self, record: ImageRecord, format: Format) -> bytes:
         jpeg = await self._read(self._storage.open(record.id))
         reencoded, _ = await self._workers.run(
-            processing.decode_and_render, jpeg, record.size, record.size, format
+            processing.decode_and_render,
+            jpeg,
+            record.size,
+            record.size,
+            format,
+            memory=processing.decode_and_render_bytes(record.size, record.size),
         )
         return reencoded
 
@@ -421,19 +400,28 @@ class ImageService:
         # NOTE: decoded levels are shared by every format.
         level = await self._levels.find(record.id, size)
         if level is not None:
-            return await self._workers.run(processing.render, level, size, format)
+            return await self._workers.run(
+                processing.render, level, size, format, memory=processing.render_bytes(size)
+            )
         with self._levels.rendering(record.id, size) as hand_on:
             # NOTE: the reduced copy, where it covers the size, is a tenth of the bytes to read
             #   and decode; images stored before there were reduced copies have none.
             if record.reduced is not None and processing.resizes_well(record.reduced, size):
+                source_size = record.reduced
                 source = await self._read(self._storage.open_reduced(record))
             else:
+                source_size = record.size
                 source = await self._read(self._storage.open(record.id))
             # NOTE: shrunk for the next size down; a level decoded larger than needed (libjpeg
             #   scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
             thumbnail, next_level = await self._workers.run(
-                processing.decode_and_render, source, size, (smaller or [size])[0], format
+                processing.decode_and_render,
+                source,
+                size,
+                (smaller or [size])[0],
+                format,
+                memory=processing.decode_and_render_bytes(source_size, size),
             )
             hand_on(next_level)
             return thumbnail

@@ -72,13 +72,23 @@ class ConvertedImage:
     reduced_size: Size | None = None
 
 
-def identify(source: BinaryIO, max_pixels: int) -> str:
-    """The media type of an upload, read from its header, which must pass the checks a header
-    allows (a format accepted, the pixel limit, a codec this Pillow has): an upload can start
-    going to storage while it is checked or converted."""
+@dataclass(frozen=True)
+class Identified:
+    """What an upload's header says: its media type and its size in pixels."""
+
+    media_type: str
+    size: Size
+    servable_as_is: bool  # an upright JPEG that strip() will most likely copy
+
+
+def identify(source: BinaryIO, max_pixels: int) -> Identified:
+    """The media type and size of an upload, read from its header, which must pass the checks a
+    header allows (a format accepted, the pixel limit, a codec this Pillow has): an upload can
+    start going to storage while it is checked or converted."""
     with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
         _check_header(image, max_pixels)
-        return image.get_format_mimetype() or "application/octet-stream"
+        media_type = image.get_format_mimetype() or "application/octet-stream"
+        return Identified(media_type, image.size, _servable_as_is(image))
 
 
 def strip(source: BinaryIO, max_pixels: int, output: BinaryIO) -> Size | None:
@@ -105,10 +115,15 @@ def check(source: BinaryIO, max_pixels: int, reduced_output: BinaryIO) -> Size |
     `reduced_output` (its size) if the image is large enough for one (reduced_size)."""
     with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
         size = reduced_size(image.size)
-        scale = REDUCED_SCALE if size is not None else 8
-        image.draft("RGB", (max(image.width // scale, 1), max(image.height // scale, 1)))
+        image.draft("RGB", _check_draft(image.size))
         image.load()
         return _save_reduced(image, reduced_output) if size is not None else None
+
+
+def _check_draft(size: Size) -> Size:
+    """What check() asks draft() for: the reduced copy's scale, or 1/8 for an image without."""
+    scale = REDUCED_SCALE if reduced_size(size) is not None else 8
+    return max(size[0] // scale, 1), max(size[1] // scale, 1)
 
 
 def reduced_size(size: Size) -> Size | None:
@@ -352,8 +367,7 @@ class Level:
 
     @property
     def nbytes(self) -> int:
-        # NOTE: Pillow keeps an RGB pixel in 4 bytes.
-        return self.pixels.width * self.pixels.height * 4
+        return _pixel_bytes(self.pixels.size)
 
 
 def decode(jpeg: bytes, size: Size) -> Level:
@@ -361,14 +375,17 @@ def decode(jpeg: bytes, size: Size) -> Level:
     twice `size` where that scale would not give `size` exactly."""
     # NOTE: no `with`: closing the image would free the pixels; load() lets go of the bytes.
     image = Image.open(io.BytesIO(jpeg), formats=("JPEG",))
-    # NOTE: draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: far less work. libjpeg
-    #   rounds scaled sides up: 1000x750 at 1/4 is 250x188, too close to 250x187.
-    if not resizes_well(_scaled_size(image.size, size), size):
-        size = (size[0] * 2, size[1] * 2)
-    image.draft("RGB", size)
+    image.draft("RGB", _decode_draft(image.size, size))
     image.load()
     # NOTE: convert() would copy even an RGB image: 9 MB more at 2000x1500.
     return Level(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _decode_draft(full: Size, size: Size) -> Size:
+    """What decode() asks draft() for, for a thumbnail of `size` from a JPEG of `full` size."""
+    # NOTE: draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: far less work. libjpeg
+    #   rounds scaled sides up: 1000x750 at 1/4 is 250x188, too close to 250x187.
+    return size if resizes_well(_scaled_size(full, size), size) else (size[0] * 2, size[1] * 2)
 
 
 def resizes_well(level_size: Size, size: Size) -> bool:
@@ -419,6 +436,35 @@ def render(level: Level, size: Size, format: Format = JPEG) -> bytes:
     output = io.BytesIO()
     pixels.save(output, format.pillow, **format.options)
     return output.getvalue()
+
+
+# What each job holds while it runs, in bytes, for the image threads' memory budget: decoded
+# pixels (4 bytes each in Pillow), which dwarf the files around them.
+
+
+def check_bytes(size: Size) -> int:
+    """check() of an image of `size`: its reduced decode."""
+    return _pixel_bytes(_scaled_size(size, _check_draft(size)))
+
+
+def convert_bytes(size: Size) -> int:
+    """convert() of an image of `size`: the decode, and a turned or converted copy of it."""
+    return 2 * _pixel_bytes(size)
+
+
+def decode_and_render_bytes(full: Size, size: Size) -> int:
+    """decode_and_render() of `size` from a JPEG of `full` size: the pixels decoded, and a
+    quarter as many again for the next level and the thumbnail."""
+    return _pixel_bytes(_scaled_size(full, _decode_draft(full, size))) * 5 // 4
+
+
+def render_bytes(size: Size) -> int:
+    """render() of `size` from a level: the resized pixels."""
+    return _pixel_bytes(size)
+
+
+def _pixel_bytes(size: Size) -> int:
+    return size[0] * size[1] * 4
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:

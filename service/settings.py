@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     image_queue: int = Field(
         32, ge=0, description="Image jobs that may wait for a thread; more are refused with 503."
     )
+    image_memory_bytes: int = Field(
+        24 * MiB,
+        gt=0,
+        description="Decoded pixels each worker's image threads may hold at once; a job that "
+        "would pass it waits for others to finish (one larger than it runs alone). A 12 MP "
+        "photo decoded whole is 48 MB, its 2000x1500 thumbnail about 15 MB.",
+    )
     level_cache_bytes: int = Field(
         8 * MiB,
         ge=0,

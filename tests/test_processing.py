@@ -26,7 +26,7 @@ class Normalised:
 def normalise(data: bytes, max_pixels: int = 50_000_000) -> Normalised:
     """An upload through the steps ImageService.upload takes."""
     source, output, reduced = io.BytesIO(data), io.BytesIO(), io.BytesIO()
-    original_type = processing.identify(source, max_pixels)
+    original_type = processing.identify(source, max_pixels).media_type
     source.seek(0)
     size = processing.strip(source, max_pixels, output)
     source.seek(0)

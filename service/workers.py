@@ -1,0 +1,107 @@
+"""The image threads: CPU-bound Pillow work off the event loop, bounded in jobs and in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .errors import Overloaded
+from .metrics import Metrics
+
+T = TypeVar("T")
+
+
+class MemoryBudget:
+    """Bytes that jobs may hold at once. A job waits for its share in arrival order, so a large
+    one is not passed over for ever; one larger than the whole budget runs alone."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def reserved(self, nbytes: int) -> AsyncIterator[None]:
+        if self._waiting or not self._fits(nbytes):
+            granted = asyncio.get_running_loop().create_future()
+            self._waiting.append((nbytes, granted))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if not granted.cancelled():  # granted, then cancelled before it could start
+                    self._release(nbytes)
+                self._grant()
+                raise
+        else:
+            self._held += nbytes
+        try:
+            yield
+        finally:
+            self._release(nbytes)
+
+    def _fits(self, nbytes: int) -> bool:
+        return self._held == 0 or self._held + nbytes <= self._limit
+
+    def _release(self, nbytes: int) -> None:
+        self._held -= nbytes
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting:
+            nbytes, granted = self._waiting[0]
+            if not granted.cancelled() and not self._fits(nbytes):
+                return
+            self._waiting.popleft()
+            if not granted.cancelled():
+                self._held += nbytes
+                granted.set_result(None)
+
+
+class ImageWorkers:
+    """A thread pool for CPU-bound image work, with a bounded queue in front of it.
+
+    Pillow releases the GIL while it decodes, resizes and encodes, so threads scale across cores.
+    When `queue` jobs already wait for a thread, more work is refused (Overloaded, a 503 with
+    Retry-After) instead of queueing without end. Each job says how many bytes of pixels it
+    will hold; jobs run while their sum stays within `memory_bytes`, which bounds a worker's
+    memory whatever the mix of sizes asked.
+    """
+
+    def __init__(self, threads: int, queue: int, memory_bytes: int, metrics: Metrics) -> None:
+        self._threads = threads or os.cpu_count() or 1
+        self._capacity = self._threads + queue
+        self._memory = MemoryBudget(memory_bytes)
+        self._metrics = metrics
+        self._executor: ThreadPoolExecutor | None = None
+        self._jobs = 0  # running or waiting
+
+    async def __aenter__(self) -> ImageWorkers:
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="asgilook-image")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._executor is not None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def run(self, function: Callable[..., T], *args: Any, memory: int = 0) -> T:
+        """`function(*args)` in a thread, once `memory` bytes (what it will hold) are free."""
+        assert self._executor is not None, "ImageWorkers used outside the app's lifespan"
+        if self._jobs >= self._capacity:
+            self._metrics.overloaded.inc()
+            raise Overloaded("too much image work in progress; retry shortly")
+        self._jobs += 1
+        try:
+            loop = asyncio.get_running_loop()
+            # NOTE: in this request's context, so what the thread logs carries its request id.
+            context = contextvars.copy_context()
+            async with self._memory.reserved(memory):
+                with self._metrics.timed(self._metrics.render_seconds, function.__name__):
+                    return await loop.run_in_executor(self._executor, context.run, function, *args)
+        finally:
+            self._jobs -= 1
