@@ -390,9 +390,9 @@ class ImageService:
             processing.decode_and_render,
             jpeg,
             record.size,
-            record.size,
+            None,
             format,
-            memory=processing.decode_and_render_bytes(record.size, record.size),
+            memory=processing.decode_and_render_bytes(record.size, record.size, None),
         )
         return reencoded
 
@@ -406,25 +406,34 @@ class ImageService:
         with self._levels.rendering(record.id, size) as hand_on:
             # NOTE: the reduced copy, where it covers the size, is a tenth of the bytes to read
             #   and decode; images stored before there were reduced copies have none.
-            if record.reduced is not None and processing.resizes_well(record.reduced, size):
+            if record.reduced is not None and self._from_reduced(record, size):
                 source_size = record.reduced
                 source = await self._read(self._storage.open_reduced(record))
             else:
                 source_size = record.size
                 source = await self._read(self._storage.open(record.id))
-            # NOTE: shrunk for the next size down; a level decoded larger than needed (libjpeg
-            #   scales by 1/8 at most) may serve larger sizes too.
+            # NOTE: shrunk for the next size down, unless the reduced copy serves that size
+            #   (it decodes for less than the halving of a large level costs); a level decoded
+            #   larger than needed (libjpeg scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
+            next_size = smaller[0] if smaller else size
+            copy_serves_next = source_size == record.size and self._from_reduced(record, next_size)
+            hand_on_size = None if copy_serves_next else next_size
             thumbnail, next_level = await self._workers.run(
                 processing.decode_and_render,
                 source,
                 size,
-                (smaller or [size])[0],
+                hand_on_size,
                 format,
-                memory=processing.decode_and_render_bytes(source_size, size),
+                memory=processing.decode_and_render_bytes(source_size, size, hand_on_size),
             )
-            hand_on(next_level)
+            if next_level is not None:
+                hand_on(next_level)
             return thumbnail
+
+    def _from_reduced(self, record: ImageRecord, size: Size) -> bool:
+        """Whether a thumbnail of `size` renders from the image's reduced copy."""
+        return record.reduced is not None and processing.resizes_well(record.reduced, size)
 
     async def _read(self, opening: Awaitable[StoredImage]) -> bytes:
         """A stored JPEG, whole, to be decoded."""

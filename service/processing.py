@@ -419,13 +419,13 @@ def shrink(level: Level, size: Size) -> Level:
 
 
 def decode_and_render(
-    jpeg: bytes, size: Size, next_size: Size, format: Format = JPEG
-) -> tuple[bytes, Level]:
-    """A thumbnail of `size` from a stored JPEG, and the level its next smaller size, `next_size`,
-    will be made from. One job, so that the pixels decoded live only while a thread works on
-    them: a worker holds at most one decoded source per image thread."""
+    jpeg: bytes, size: Size, next_size: Size | None, format: Format = JPEG
+) -> tuple[bytes, Level | None]:
+    """A thumbnail of `size` from a stored JPEG, and the level its next smaller size,
+    `next_size`, will be made from (if one is asked for). One job, so that the pixels decoded
+    live only while a thread works on them."""
     level = decode(jpeg, size)
-    return render(level, size, format), shrink(level, next_size)
+    return render(level, size, format), shrink(level, next_size) if next_size else None
 
 
 def render(level: Level, size: Size, format: Format = JPEG) -> bytes:
@@ -452,10 +452,11 @@ def convert_bytes(size: Size) -> int:
     return 2 * _pixel_bytes(size)
 
 
-def decode_and_render_bytes(full: Size, size: Size) -> int:
-    """decode_and_render() of `size` from a JPEG of `full` size: the pixels decoded, and a
-    quarter as many again for the next level and the thumbnail."""
-    return _pixel_bytes(_scaled_size(full, _decode_draft(full, size))) * 5 // 4
+def decode_and_render_bytes(full: Size, size: Size, next_size: Size | None) -> int:
+    """decode_and_render() of `size` from a JPEG of `full` size: the pixels decoded, and the
+    next level if one is asked for (a quarter as many; the thumbnail's bytes are a few %)."""
+    decoded = _pixel_bytes(_scaled_size(full, _decode_draft(full, size)))
+    return decoded * 5 // 4 if next_size else decoded
 
 
 def render_bytes(size: Size) -> int:

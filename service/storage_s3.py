@@ -9,6 +9,7 @@ Keys, under the configured prefix:
                                one LIST call per page, because UUIDv7 ids sort by upload time
   pending/{id}                 an upload or delete in progress: written first, removed last, so
                                that one cut off by an outage or a crash is finished by the janitor
+                               (an image still listed is whole: only its marker goes)
   janitor/{round}              claims a janitor round for one worker of all replicas
 
 No write overwrites an object (conditional writes, If-None-Match), so a failed save removes only
@@ -83,6 +84,8 @@ class S3Storage:
         self._metrics = metrics
         self._stack = AsyncExitStack()
         self._client: Any = None
+        # NOTE: the removals of pending markers still under way, by image.
+        self._unmarking: dict[UUID, asyncio.Task[None]] = {}
 
     async def __aenter__(self) -> S3Storage:
         config = Config(
@@ -111,6 +114,7 @@ class S3Storage:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.gather(*self._unmarking.values(), return_exceptions=True)
         await self._stack.aclose()
 
     @contextlib.contextmanager
@@ -183,12 +187,23 @@ class S3Storage:
                         )
                 # NOTE: the index entry goes last: an image is listed only once it is whole.
                 await self._create(self._index_key(record), b"", writes)
-                await self._client.delete_object(
-                    Bucket=self._bucket, Key=self._pending_key(image_id)
-                )
         except BaseException:
             await self._remove(writes)
             raise
+        # NOTE: whole now; the marker goes after the answer (one round trip less to wait for).
+        unmarking = self._unmarking[image_id] = asyncio.create_task(self._unmark(image_id))
+        unmarking.add_done_callback(lambda _: self._unmarking.pop(image_id, None))
+
+    async def _unmark(self, image_id: UUID) -> None:
+        """Remove the pending marker of an image stored whole; if that fails, the janitor
+        will, and leave the image alone, as it is listed."""
+        try:
+            with self._call("unmark"):
+                await self._client.delete_object(
+                    Bucket=self._bucket, Key=self._pending_key(image_id)
+                )
+        except StorageUnavailable:
+            pass  # logged by _call
 
     async def stat(self, image_id: UUID) -> ImageStat:
         with self._call("head_object"):
@@ -249,6 +264,10 @@ class S3Storage:
             # NOTE: marked first, so the janitor finishes a delete cut off halfway; unlisted
             #   next, so a half-finished delete never shows a broken image.
             pending = self._pending_key(record.id)
+            # NOTE: after its upload's marker is gone, or that removal would take this one.
+            unmarking = self._unmarking.get(record.id)
+            if unmarking is not None:
+                await asyncio.wait([unmarking])
             await self._client.put_object(Bucket=self._bucket, Key=pending, Body=b"")
             await self._client.delete_object(Bucket=self._bucket, Key=self._index_key(record))
             await self._delete_objects(self._files_keys(record.id))
@@ -320,19 +339,22 @@ class S3Storage:
                 except ValueError:
                     log.warning("ignoring a malformed pending key %r", entry["Key"])
                     continue
-                if entry["LastModified"] < older_than:
-                    await self._remove_image(image_id)
+                if entry["LastModified"] < older_than and await self._finish(image_id):
                     removed.append(image_id)
         return removed
 
-    async def _remove_image(self, image_id: UUID) -> None:
-        """Everything stored for an image, listing entry first, then its pending marker."""
+    async def _finish(self, image_id: UUID) -> bool:
+        """Finish an upload or delete cut off midway, and remove its pending marker. An image
+        still listed is whole (the marker's removal was cut off, or a delete before it
+        unlisted anything): it stays. Otherwise all that is stored for it goes; True then."""
         index = await self._client.list_objects_v2(
             Bucket=self._bucket, Prefix=f"{self._prefix}index/{image_id}/"
         )
-        keys = [entry["Key"] for entry in index.get("Contents", [])]
-        await self._delete_objects([*keys, *self._files_keys(image_id)])
+        listed = bool(index.get("Contents"))
+        if not listed:
+            await self._delete_objects(self._files_keys(image_id))
         await self._client.delete_object(Bucket=self._bucket, Key=self._pending_key(image_id))
+        return not listed
 
     async def _create(self, key: str, body: Any, writes: _Writes, **options: Any) -> None:
         """Put an object that must not exist yet."""

@@ -113,6 +113,48 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
     assert len(keys - images) <= 1  # the claim of the janitor's latest round
 
 
+async def test_an_upload_whose_pending_marker_outlived_it_stays_whole(
+    moto: MotoS3, bucket: str, proxy: FaultyProxy, tmp_path: Path
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        s3_bucket=bucket,
+        anonymous_writes=True,
+        s3_endpoint_url=proxy.url,
+        s3_max_attempts=1,
+        orphan_age=1,
+        storage_path=tmp_path,
+    )
+    marker = re.compile(r"/pending/")
+    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+        # S3 stops before the pending marker's removal, which comes after the answer.
+        proxy.fails = lambda method, path: method == "DELETE" and bool(marker.search(path))
+        uploaded = await client.simulate_post("/images", body=samples.jpeg((2000, 1000)))
+        assert uploaded.status_code == 201
+        image = uploaded.json
+        for _ in range(100):
+            if proxy.refused:
+                break
+            await asyncio.sleep(0.05)
+        keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+        assert f"pending/{image['id']}" in keys
+
+        proxy.fails = lambda method, path: False  # S3 is back: the janitor's turn
+        for _ in range(100):
+            listed = moto.client().list_objects_v2(Bucket=bucket, Prefix="pending/")
+            if not listed.get("Contents"):
+                break
+            await asyncio.sleep(0.1)
+        assert not listed.get("Contents")
+        assert (await client.simulate_get("/images")).json == [image]
+        for path in [image["image"], *image["thumbnails"]]:
+            assert (await client.simulate_get(path)).status_code == 200
+        assert orphans_removed((await client.simulate_get("/metrics")).text) == 0
+    keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {f"originals/{image['id']}", f"images/{image['id']}.jpeg"} <= keys
+    assert f"reduced/{image['id']}.jpeg" in keys
+
+
 def _epoch(http_date: str) -> int:
     return int(falcon.http_date_to_dt(http_date).timestamp())
 
