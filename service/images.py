@@ -385,15 +385,12 @@ class ImageService:
         return await asyncio.shield(running)
 
     async def _reencode(self, record: ImageRecord, format: Format) -> bytes:
-        jpeg = await self._read(self._storage.open(record.id))
-        reencoded, _ = await self._workers.run(
-            processing.decode_and_render,
-            jpeg,
-            record.size,
-            None,
-            format,
-            memory=processing.decode_and_render_bytes(record.size, record.size, None),
-        )
+        memory = processing.decode_and_render_bytes(record.size, record.size, None)
+        async with self._workers.admitted(memory):
+            jpeg = await self._read(self._storage.open(record.id))
+            reencoded, _ = await self._workers.in_thread(
+                processing.decode_and_render, jpeg, record.size, None, format
+            )
         return reencoded
 
     async def _render(self, record: ImageRecord, size: Size, format: Format) -> bytes:
@@ -406,27 +403,25 @@ class ImageService:
         with self._levels.rendering(record.id, size) as hand_on:
             # NOTE: the reduced copy, where it covers the size, is a tenth of the bytes to read
             #   and decode; images stored before there were reduced copies have none.
-            if record.reduced is not None and self._from_reduced(record, size):
-                source_size = record.reduced
-                source = await self._read(self._storage.open_reduced(record))
-            else:
-                source_size = record.size
-                source = await self._read(self._storage.open(record.id))
+            from_reduced = self._from_reduced(record, size)
+            source_size = record.reduced if record.reduced and from_reduced else record.size
             # NOTE: shrunk for the next size down, unless the reduced copy serves that size
             #   (it decodes for less than the halving of a large level costs); a level decoded
             #   larger than needed (libjpeg scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
             next_size = smaller[0] if smaller else size
-            copy_serves_next = source_size == record.size and self._from_reduced(record, next_size)
+            copy_serves_next = not from_reduced and self._from_reduced(record, next_size)
             hand_on_size = None if copy_serves_next else next_size
-            thumbnail, next_level = await self._workers.run(
-                processing.decode_and_render,
-                source,
-                size,
-                hand_on_size,
-                format,
-                memory=processing.decode_and_render_bytes(source_size, size, hand_on_size),
-            )
+            memory = processing.decode_and_render_bytes(source_size, size, hand_on_size)
+            # NOTE: the source is read once admitted: a job waiting for its turn holds none.
+            async with self._workers.admitted(memory):
+                if from_reduced:
+                    source = await self._read(self._storage.open_reduced(record))
+                else:
+                    source = await self._read(self._storage.open(record.id))
+                thumbnail, next_level = await self._workers.in_thread(
+                    processing.decode_and_render, source, size, hand_on_size, format
+                )
             if next_level is not None:
                 hand_on(next_level)
             return thumbnail

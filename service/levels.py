@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from uuid import UUID
 
-from .processing import Level, Size
+from .processing import Level, Size, renders_well
 
 
 def covers(level_size: Size, size: Size) -> bool:
@@ -34,15 +34,16 @@ class Levels:
         self._coming: dict[UUID, list[tuple[Size, asyncio.Future[Level | None]]]] = {}
 
     async def find(self, image_id: UUID, size: Size) -> Level | None:
-        """A level of at least `size`, kept or from a render of a larger size in progress."""
+        """A level that makes a faithful thumbnail of `size`, kept or from a render of a larger
+        size in progress."""
         level = self._kept.get(image_id)
-        if level is not None and covers(level.size, size):
+        if level is not None and renders_well(level.size, size):
             self._kept.move_to_end(image_id)
             return level
         for rendering, future in self._coming.get(image_id, []):
             if rendering[0] > size[0] and rendering[1] > size[1]:
                 level = await asyncio.shield(future)
-                return level if level is not None and covers(level.size, size) else None
+                return level if level is not None and renders_well(level.size, size) else None
         return None
 
     @contextlib.contextmanager

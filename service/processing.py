@@ -411,11 +411,23 @@ def shrink(level: Level, size: Size) -> Level:
     A halving stops short of a level just larger than `size` (see resizes_well).
     """
     pixels = level.pixels
-    while pixels.width % 2 == 0 and pixels.height % 2 == 0:
-        if not resizes_well((pixels.width // 2, pixels.height // 2), size):
-            break
+    while pixels.size != _halved(pixels.size, size):
         pixels = pixels.reduce(2)
     return level if pixels is level.pixels else Level(pixels)
+
+
+def renders_well(level_size: Size, size: Size) -> bool:
+    """Whether render() makes a faithful thumbnail of `size` from a level of `level_size`: a
+    level kept for one size may be just larger than another (250x188 for 250x187)."""
+    return resizes_well(_halved(level_size, size), size)
+
+
+def _halved(level_size: Size, size: Size) -> Size:
+    """The size shrink() halves a level of `level_size` to, for `size`."""
+    width, height = level_size
+    while width % 2 == 0 and height % 2 == 0 and resizes_well((width // 2, height // 2), size):
+        width, height = width // 2, height // 2
+    return width, height
 
 
 def decode_and_render(

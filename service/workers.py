@@ -90,18 +90,30 @@ class ImageWorkers:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def run(self, function: Callable[..., T], *args: Any, memory: int = 0) -> T:
-        """`function(*args)` in a thread, once `memory` bytes (what it will hold) are free."""
-        assert self._executor is not None, "ImageWorkers used outside the app's lifespan"
+        """`function(*args)` in a thread, once admitted with the `memory` bytes it will hold."""
+        async with self.admitted(memory):
+            return await self.in_thread(function, *args)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, memory: int) -> AsyncIterator[None]:
+        """A job's admission: refused (Overloaded) when `queue` jobs already wait; otherwise
+        held, with `memory` bytes of the budget, from when they are free until the job ends.
+        A job that reads its source inside its admission holds no source while it waits."""
         if self._jobs >= self._capacity:
             self._metrics.overloaded.inc()
             raise Overloaded("too much image work in progress; retry shortly")
         self._jobs += 1
         try:
-            loop = asyncio.get_running_loop()
-            # NOTE: in this request's context, so what the thread logs carries its request id.
-            context = contextvars.copy_context()
             async with self._memory.reserved(memory):
-                with self._metrics.timed(self._metrics.render_seconds, function.__name__):
-                    return await loop.run_in_executor(self._executor, context.run, function, *args)
+                yield
         finally:
             self._jobs -= 1
+
+    async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in a thread, within an admission."""
+        assert self._executor is not None, "ImageWorkers used outside the app's lifespan"
+        loop = asyncio.get_running_loop()
+        # NOTE: in this request's context, so what the thread logs carries its request id.
+        context = contextvars.copy_context()
+        with self._metrics.timed(self._metrics.render_seconds, function.__name__):
+            return await loop.run_in_executor(self._executor, context.run, function, *args)

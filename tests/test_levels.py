@@ -55,3 +55,15 @@ async def test_levels_kept_stay_within_the_byte_budget_least_recently_used_first
     with levels.rendering(uuid4(), (400, 400)) as hand_on:
         hand_on(level(200, 200))  # larger than the whole budget: handed on, not kept
     assert await levels.find(first, (50, 50)) is not None
+
+
+async def test_a_level_just_larger_than_a_size_is_not_used_for_it() -> None:
+    """Resized by a hair, pixels blur (up to 1.4 dB PSNR lost): 250x188, decoded for 125x93
+    from a 1000x750 reduced copy, must not make 250x187."""
+    levels, image_id = Levels(max_bytes=1 << 20), uuid4()
+    with levels.rendering(image_id, (125, 93)) as hand_on:
+        handed = level(250, 188)
+        hand_on(handed)
+    assert await levels.find(image_id, (250, 187)) is None
+    assert await levels.find(image_id, (125, 93)) is handed
+    assert await levels.find(image_id, (125, 94)) is handed  # halved to exactly its size
