@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import io
 import logging
 import tempfile
@@ -86,6 +87,23 @@ class StoredImage:
 
 
 @dataclass(frozen=True)
+class Source:
+    """A stored JPEG read whole to render from (the reduced copy or the served JPEG), and its
+    size."""
+
+    jpeg: bytes
+    size: Size
+
+
+@dataclass(frozen=True)
+class ThumbnailSource:
+    """What a thumbnail is made from: the image's record, and its source if read with it."""
+
+    record: ImageRecord
+    source: Source | None
+
+
+@dataclass(frozen=True)
 class ConvertedUpload:
     """What an upload became: its record, the JPEG to serve, and its reduced copy if it has
     one (record.reduced tells), which may still be in the making: a JPEG served as uploaded
@@ -138,8 +156,10 @@ class Storage(Protocol):
     async def open_original(self, record: ImageRecord) -> StoredImage:
         """Open the upload as it was received, with its content type; raises ImageNotFound."""
 
-    async def open_reduced(self, record: ImageRecord) -> StoredImage:
-        """Open the reduced copy of an image that has one; raises ImageNotFound."""
+    async def open_reduced(self, image_id: UUID) -> StoredImage:
+        """Open the reduced copy of an image, with the image's record: one read where a stat
+        and an open would be two. ImageNotFound if the image has no copy that says its record
+        (too small for one, stored before copies, or before they said it) or does not exist."""
 
     async def delete(self, record: ImageRecord) -> None:
         """Delete an image and everything stored for it; raises ImageNotFound."""
@@ -352,21 +372,43 @@ class ImageService:
         settings = "".join(f"-{key}{value}" for key, value in sorted(format.options.items()))
         return f"{record.id}-{size[0]}x{size[1]}-{format.name}{settings}"
 
-    async def thumbnail_record(self, image_id: UUID, size: Size) -> ImageRecord:
-        """The record of an image that has this thumbnail size, read without its body."""
-        record = (await self._storage.stat(image_id)).record
-        self._check_thumbnail_size(record, size)
-        return record
+    async def thumbnail_source(self, image_id: UUID, size: Size) -> ThumbnailSource:
+        """The record of an image that has this thumbnail size, and the source the thumbnail
+        renders from if it came with the record: the reduced copy, or the JPEG of an image
+        without one. One read of the store where a stat and a read would be two; the largest
+        size (whose source is the JPEG of an image with a copy) reads its source once admitted."""
+        try:
+            stored = await self._storage.open_reduced(image_id)
+            from_reduced = True
+        except ImageNotFound:
+            stored = await self._storage.open(image_id)
+            from_reduced = False
+        try:
+            record = stored.record
+            self._check_thumbnail_size(record, size)
+            if from_reduced and not self._from_reduced(record, size):
+                return ThumbnailSource(record, None)
+            source_size = record.reduced if from_reduced and record.reduced else record.size
+            return ThumbnailSource(record, Source(await stored.read_all(), source_size))
+        finally:
+            await stored.close()
 
-    async def thumbnail(self, record: ImageRecord, size: Size, format: Format = JPEG) -> bytes:
+    async def thumbnail(
+        self,
+        record: ImageRecord,
+        size: Size,
+        format: Format = JPEG,
+        source: Source | None = None,
+    ) -> bytes:
         """Render one of the image's allowed thumbnail sizes, once for all who ask meanwhile.
 
-        The record is the caller's, read just before (thumbnail_record): it is what proves the
-        image is still there, so a level kept for an image since deleted is never rendered.
+        The record (and the source if read with it) is the caller's, read just before
+        (thumbnail_source): it is what proves the image is still there, so a level kept for
+        an image since deleted is never rendered.
         """
         self._check_thumbnail_size(record, size)
         return await self._once(
-            (record.id, size, format.name), lambda: self._render(record, size, format)
+            (record.id, size, format.name), lambda: self._render(record, size, format, source)
         )
 
     async def reencoded(self, record: ImageRecord, format: Format) -> bytes:
@@ -393,7 +435,9 @@ class ImageService:
             )
         return reencoded
 
-    async def _render(self, record: ImageRecord, size: Size, format: Format) -> bytes:
+    async def _render(
+        self, record: ImageRecord, size: Size, format: Format, source: Source | None
+    ) -> bytes:
         # NOTE: decoded levels are shared by every format.
         level = await self._levels.find(record.id, size)
         if level is not None:
@@ -403,24 +447,29 @@ class ImageService:
         with self._levels.rendering(record.id, size) as hand_on:
             # NOTE: the reduced copy, where it covers the size, is a tenth of the bytes to read
             #   and decode; images stored before there were reduced copies have none.
-            from_reduced = self._from_reduced(record, size)
-            source_size = record.reduced if record.reduced and from_reduced else record.size
+            if source is None:
+                from_reduced = self._from_reduced(record, size)
+                source_size = record.reduced if record.reduced and from_reduced else record.size
+            else:
+                source_size = source.size
             # NOTE: shrunk for the next size down, unless the reduced copy serves that size
             #   (it decodes for less than the halving of a large level costs); a level decoded
             #   larger than needed (libjpeg scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
             next_size = smaller[0] if smaller else size
-            copy_serves_next = not from_reduced and self._from_reduced(record, next_size)
+            copy_serves_next = source_size == record.size and self._from_reduced(record, next_size)
             hand_on_size = None if copy_serves_next else next_size
             memory = processing.decode_and_render_bytes(source_size, size, hand_on_size)
-            # NOTE: the source is read once admitted: a job waiting for its turn holds none.
+            # NOTE: a source not read yet is read once admitted: a job waiting for its turn
+            #   holds none (one read with the record is small: a reduced copy, or the JPEG of
+            #   an image too small for one).
             async with self._workers.admitted(memory):
-                if from_reduced:
-                    source = await self._read(self._storage.open_reduced(record))
+                if source is None:
+                    jpeg = await self._read_source(record, from_reduced)
                 else:
-                    source = await self._read(self._storage.open(record.id))
+                    jpeg = source.jpeg
                 thumbnail, next_level = await self._workers.in_thread(
-                    processing.decode_and_render, source, size, hand_on_size, format
+                    processing.decode_and_render, jpeg, size, hand_on_size, format
                 )
             if next_level is not None:
                 hand_on(next_level)
@@ -429,6 +478,12 @@ class ImageService:
     def _from_reduced(self, record: ImageRecord, size: Size) -> bool:
         """Whether a thumbnail of `size` renders from the image's reduced copy."""
         return record.reduced is not None and processing.resizes_well(record.reduced, size)
+
+    async def _read_source(self, record: ImageRecord, from_reduced: bool) -> bytes:
+        if from_reduced:
+            with contextlib.suppress(ImageNotFound):  # a copy that does not say its record
+                return await self._read(self._storage.open_reduced(record.id))
+        return await self._read(self._storage.open(record.id))
 
     async def _read(self, opening: Awaitable[StoredImage]) -> bytes:
         """A stored JPEG, whole, to be decoded."""

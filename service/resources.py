@@ -350,7 +350,8 @@ class Thumbnail:
     ) -> None:
         format = _chosen_format(self._format, req, resp)
         size = (width, height)
-        record = await self._images.thumbnail_record(image_id, size)
+        read = await self._images.thumbnail_source(image_id, size)
+        record = read.record
         await _answer_rendered(
             req,
             resp,
@@ -358,7 +359,7 @@ class Thumbnail:
             format,
             self._images.thumbnail_etag(record, size, format),
             record,
-            lambda: self._images.thumbnail(record, size, format),
+            lambda: self._images.thumbnail(record, size, format, read.source),
         )
 
     on_head = on_get  # Falcon sends the headers and Content-Length, without the body

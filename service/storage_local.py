@@ -111,8 +111,8 @@ class LocalStorage:
         content_type, file = await self._run(self._open_original, record.id)
         return self._stream(record, file, None, content_type)
 
-    async def open_reduced(self, record: ImageRecord) -> StoredImage:
-        file = await self._run(_open_file, self._reduced_path(record.id))
+    async def open_reduced(self, image_id: UUID) -> StoredImage:
+        record, file = await self._run(self._open_reduced, image_id)
         return self._stream(record, file, None)
 
     def _stream(
@@ -221,6 +221,12 @@ class LocalStorage:
 
     def _open(self, image_id: UUID) -> tuple[ImageRecord, IO[bytes]]:
         return self._record(image_id), _open_file(self._jpeg_path(image_id))
+
+    def _open_reduced(self, image_id: UUID) -> tuple[ImageRecord, IO[bytes]]:
+        record = self._record(image_id)
+        if record.reduced is None:
+            raise ImageNotFound("this image has no reduced copy")
+        return record, _open_file(self._reduced_path(image_id))
 
     def _open_original(self, image_id: UUID) -> tuple[str, IO[bytes]]:
         row = self._database.execute(

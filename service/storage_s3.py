@@ -3,7 +3,8 @@
 Keys, under the configured prefix:
   originals/{id}               the upload exactly as received
   images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
-  reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it covers (large images)
+  reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it covers (large images),
+                               with the JPEG's metadata: a thumbnail miss reads it alone
   index/{id}/{w}x{h}/{epoch}[/@{owner}][/{name}]
                                an empty object per image: listing the index is the image listing,
                                one LIST call per page, because UUIDv7 ids sort by upload time
@@ -50,15 +51,6 @@ _ALREADY_EXISTS = "PreconditionFailed"  # a conditional write found the key take
 
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
-
-
-@contextlib.contextmanager
-def _first_error() -> Iterator[None]:
-    """Unwrap the ExceptionGroup of a TaskGroup, so callers see the error itself."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        raise group.exceptions[0] from None
 
 
 class S3Storage:
@@ -151,43 +143,44 @@ class S3Storage:
         converted: Awaitable[ConvertedUpload],
     ) -> None:
         writes = _Writes()
+        puts: list[asyncio.Task[None]] = []
+
+        def put(key: str, body: IO[bytes], **options: Any) -> None:
+            puts.append(asyncio.create_task(self._create(key, _body(body), writes, **options)))
+
         try:
             # NOTE: timed as one "upload", the wait for the conversion it overlaps included.
-            with self._call("upload"), _first_error():
+            with self._call("upload"):
                 await self._create(self._pending_key(image_id), b"", writes)
-                async with asyncio.TaskGroup() as uploads:
-                    uploads.create_task(
-                        self._create(
-                            self._original_key(image_id),
-                            _body(original),
-                            writes,
-                            ContentType=original_type,
-                        )
+                put(self._original_key(image_id), original, ContentType=original_type)
+                upload = await converted
+                record = upload.record
+                metadata = _metadata(record)
+                put(
+                    self._jpeg_key(image_id),
+                    upload.jpeg,
+                    ContentType="image/jpeg",
+                    Metadata=metadata,
+                )
+                reduced = await upload.reduced
+                if reduced is not None:
+                    put(
+                        self._reduced_key(image_id),
+                        reduced,
+                        ContentType="image/jpeg",
+                        Metadata=metadata,
                     )
-                    upload = await converted
-                    record = upload.record
-                    uploads.create_task(
-                        self._create(
-                            self._jpeg_key(image_id),
-                            _body(upload.jpeg),
-                            writes,
-                            ContentType="image/jpeg",
-                            Metadata=_metadata(record),
-                        )
-                    )
-                    reduced = await upload.reduced
-                    if reduced is not None:
-                        uploads.create_task(
-                            self._create(
-                                self._reduced_key(image_id),
-                                _body(reduced),
-                                writes,
-                                ContentType="image/jpeg",
-                            )
-                        )
+                await asyncio.gather(*puts)
                 # NOTE: the index entry goes last: an image is listed only once it is whole.
                 await self._create(self._index_key(record), b"", writes)
         except BaseException:
+            # NOTE: writes under way end first, landed or failed, not cancelled: one cut off
+            #   from us that the store still finished after the removal would stay for ever.
+            if puts:
+                await asyncio.wait(puts)
+            for task in puts:
+                if not task.cancelled():
+                    task.exception()  # the error to report is the first, raised here
             await self._remove(writes)
             raise
         # NOTE: whole now; the marker goes after the answer (one round trip less to wait for).
@@ -252,12 +245,15 @@ class S3Storage:
             )
         return self._stream(record, response, None, response["ContentType"])
 
-    async def open_reduced(self, record: ImageRecord) -> StoredImage:
+    async def open_reduced(self, image_id: UUID) -> StoredImage:
         with self._call("get_object"):
             response = await self._client.get_object(
-                Bucket=self._bucket, Key=self._reduced_key(record.id)
+                Bucket=self._bucket, Key=self._reduced_key(image_id)
             )
-        return self._stream(record, response, None)
+        if "width" not in response["Metadata"]:  # a copy stored before copies said the record
+            response["Body"].close()
+            raise ImageNotFound("this reduced copy does not say its image's record")
+        return self._stream(_record_from_metadata(image_id, response["Metadata"]), response, None)
 
     async def delete(self, record: ImageRecord) -> None:
         with self._call("delete"):

@@ -110,6 +110,43 @@ async def test_an_image_stored_before_reduced_copies_renders_from_its_jpeg(
         assert (await s3_client.simulate_get(path)).status_code == 200
 
 
+async def test_a_thumbnail_the_reduced_copy_serves_is_one_read_of_the_bucket(
+    s3_client: falcon.testing.ASGIConductor,
+) -> None:
+    """The copy says its image's record: no stat before it is read."""
+    client = s3_client
+    created = (await client.simulate_post("/images", body=samples.jpeg((2400, 1600)))).json
+
+    async def s3_calls() -> dict[str, float]:
+        metrics = samples_of((await client.simulate_get("/metrics")).text)
+        counted = "asgilook_s3_request_duration_seconds_count"
+        return {
+            operation: metrics.get((counted, (("operation", operation),)), 0)
+            for operation in ("get_object", "head_object")
+        }
+
+    before = await s3_calls()
+    assert (await client.simulate_get(created["thumbnails"][2])).status_code == 200  # 300x200
+    after = await s3_calls()
+    assert after == {"get_object": before["get_object"] + 1, "head_object": before["head_object"]}
+
+
+async def test_a_reduced_copy_that_does_not_say_its_record_is_passed_over(
+    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    """As copies stored before they said it: thumbnails render from the JPEG's record."""
+    created = (await s3_client.simulate_post("/images", body=samples.jpeg((2400, 1600)))).json
+    reduced_key = f"team/photos/reduced/{created['id']}.jpeg"
+    copy = moto.client().get_object(Bucket=bucket, Key=reduced_key)["Body"].read()
+    moto.client().put_object(Bucket=bucket, Key=reduced_key, Body=copy)  # no metadata
+    for path in created["thumbnails"]:
+        thumbnail = await s3_client.simulate_get(path)
+        assert thumbnail.status_code == 200
+        assert Image.open(io.BytesIO(thumbnail.content)).size == tuple(
+            int(side) for side in path.rsplit("/", 1)[1].removesuffix(".jpeg").split("x")
+        )
+
+
 async def test_rejected_uploads_leave_nothing(
     s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
 ) -> None:
@@ -202,7 +239,9 @@ async def test_a_304_does_not_read_the_object_body(
         assert (
             await client.simulate_get(image["image"], headers={"If-None-Match": etag})
         ).status_code == 304
-    assert await s3_calls("get_object") == gets + 1  # only the unconditional thumbnail render
+    # NOTE: only the unconditional thumbnail's: its reduced copy (which a 640x480 image does
+    #   not have), then its JPEG, read with its record.
+    assert await s3_calls("get_object") == gets + 2
 
 
 def _epoch(http_date: str) -> int:
