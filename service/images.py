@@ -38,6 +38,10 @@ Size = tuple[int, int]
 
 # NOTE: uploads up to this size stay in memory while they are checked; larger ones spill to disk.
 SPOOL_MEMORY_BYTES = 1024 * 1024
+# NOTE: a thumbnail this large is most often the largest size of an image with a reduced copy
+#   (2000x1500 of a 12 MP photo), which renders from the JPEG: reading the copy for its record
+#   would be a read for nothing.
+SOURCE_WITH_RECORD_MAX_PIXELS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -375,8 +379,12 @@ class ImageService:
     async def thumbnail_source(self, image_id: UUID, size: Size) -> ThumbnailSource:
         """The record of an image that has this thumbnail size, and the source the thumbnail
         renders from if it came with the record: the reduced copy, or the JPEG of an image
-        without one. One read of the store where a stat and a read would be two; the largest
-        size (whose source is the JPEG of an image with a copy) reads its source once admitted."""
+        without one. One read of the store where a stat and a read would be two, for the sizes
+        pages ask; a large thumbnail's record is read alone, and its source once admitted."""
+        if size[0] * size[1] > SOURCE_WITH_RECORD_MAX_PIXELS:
+            record = (await self._storage.stat(image_id)).record
+            self._check_thumbnail_size(record, size)
+            return ThumbnailSource(record, None)
         try:
             stored = await self._storage.open_reduced(image_id)
             from_reduced = True
