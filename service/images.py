@@ -396,7 +396,7 @@ class ImageService:
             self._check_thumbnail_size(record, size)
             if from_reduced and not self._from_reduced(record, size):
                 return ThumbnailSource(record, None)
-            source_size = record.reduced if from_reduced and record.reduced else record.size
+            source_size = self._source_size(record, from_reduced)
             return ThumbnailSource(record, Source(await stored.read_all(), source_size))
         finally:
             await stored.close()
@@ -455,11 +455,8 @@ class ImageService:
         with self._levels.rendering(record.id, size) as hand_on:
             # NOTE: the reduced copy, where it covers the size, is a tenth of the bytes to read
             #   and decode; images stored before there were reduced copies have none.
-            if source is None:
-                from_reduced = self._from_reduced(record, size)
-                source_size = record.reduced if record.reduced and from_reduced else record.size
-            else:
-                source_size = source.size
+            from_reduced = self._from_reduced(record, size)
+            source_size = source.size if source else self._source_size(record, from_reduced)
             # NOTE: shrunk for the next size down, unless the reduced copy serves that size
             #   (it decodes for less than the halving of a large level costs); a level decoded
             #   larger than needed (libjpeg scales by 1/8 at most) may serve larger sizes too.
@@ -486,6 +483,9 @@ class ImageService:
     def _from_reduced(self, record: ImageRecord, size: Size) -> bool:
         """Whether a thumbnail of `size` renders from the image's reduced copy."""
         return record.reduced is not None and processing.resizes_well(record.reduced, size)
+
+    def _source_size(self, record: ImageRecord, from_reduced: bool) -> Size:
+        return record.reduced if from_reduced and record.reduced else record.size
 
     async def _read_source(self, record: ImageRecord, from_reduced: bool) -> bytes:
         if from_reduced:

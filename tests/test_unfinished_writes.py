@@ -55,10 +55,10 @@ def orphans_removed(metrics: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janitor(
-    moto: MotoS3, bucket: str, proxy: FaultyProxy, tmp_path: Path
-) -> None:
-    settings = Settings(
+@pytest.fixture
+def behind_proxy(bucket: str, proxy: FaultyProxy, tmp_path: Path) -> Settings:
+    """The service on S3 behind the faulty proxy, with a janitor that does not wait long."""
+    return Settings(
         _env_file=None,
         s3_bucket=bucket,
         anonymous_writes=True,
@@ -67,7 +67,17 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
         orphan_age=1,
         storage_path=tmp_path,
     )
-    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+
+
+def keys_in(moto: MotoS3, bucket: str, prefix: str = "") -> set[str]:
+    listing = moto.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {entry["Key"] for entry in listing.get("Contents", [])}
+
+
+async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janitor(
+    moto: MotoS3, bucket: str, proxy: FaultyProxy, behind_proxy: Settings
+) -> None:
+    async with falcon.testing.ASGIConductor(create_app(behind_proxy)) as client:
         kept = (await client.simulate_post("/images", body=samples.jpeg((256, 192)))).json
         # NOTE: large enough for reduced copies, which are left behind too.
         doomed = (await client.simulate_post("/images", body=samples.jpeg((2000, 1000)))).json
@@ -86,7 +96,7 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
             ("POST", False),
         }
 
-        keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+        keys = keys_in(moto, bucket)
         assert any(key.startswith("pending/") for key in keys)  # what the janitor will go by
         assert len([key for key in keys if key.startswith("originals/")]) == 3
         assert len([key for key in keys if key.startswith("reduced/")]) == 2
@@ -102,7 +112,7 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
 
         listed = (await client.simulate_get("/images")).json
         assert listed == [kept]
-    keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    keys = keys_in(moto, bucket)
     keys.remove("pending/not-an-id")  # left alone: not a marker of this service's
     images = {key for key in keys if not key.startswith("janitor/")}
     assert images == {
@@ -114,21 +124,11 @@ async def test_what_writes_cut_off_by_an_s3_outage_left_is_removed_by_the_janito
 
 
 async def test_an_upload_whose_pending_marker_outlived_it_stays_whole(
-    moto: MotoS3, bucket: str, proxy: FaultyProxy, tmp_path: Path
+    moto: MotoS3, bucket: str, proxy: FaultyProxy, behind_proxy: Settings
 ) -> None:
-    settings = Settings(
-        _env_file=None,
-        s3_bucket=bucket,
-        anonymous_writes=True,
-        s3_endpoint_url=proxy.url,
-        s3_max_attempts=1,
-        orphan_age=1,
-        storage_path=tmp_path,
-    )
-    marker = re.compile(r"/pending/")
-    async with falcon.testing.ASGIConductor(create_app(settings)) as client:
+    async with falcon.testing.ASGIConductor(create_app(behind_proxy)) as client:
         # S3 stops before the pending marker's removal, which comes after the answer.
-        proxy.fails = lambda method, path: method == "DELETE" and bool(marker.search(path))
+        proxy.fails = lambda method, path: method == "DELETE" and "/pending/" in path
         uploaded = await client.simulate_post("/images", body=samples.jpeg((2000, 1000)))
         assert uploaded.status_code == 201
         image = uploaded.json
@@ -136,21 +136,19 @@ async def test_an_upload_whose_pending_marker_outlived_it_stays_whole(
             if proxy.refused:
                 break
             await asyncio.sleep(0.05)
-        keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
-        assert f"pending/{image['id']}" in keys
+        assert f"pending/{image['id']}" in keys_in(moto, bucket)
 
         proxy.fails = lambda method, path: False  # S3 is back: the janitor's turn
         for _ in range(100):
-            listed = moto.client().list_objects_v2(Bucket=bucket, Prefix="pending/")
-            if not listed.get("Contents"):
+            if not keys_in(moto, bucket, "pending/"):
                 break
             await asyncio.sleep(0.1)
-        assert not listed.get("Contents")
+        assert not keys_in(moto, bucket, "pending/")
         assert (await client.simulate_get("/images")).json == [image]
         for path in [image["image"], *image["thumbnails"]]:
             assert (await client.simulate_get(path)).status_code == 200
         assert orphans_removed((await client.simulate_get("/metrics")).text) == 0
-    keys = {entry["Key"] for entry in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    keys = keys_in(moto, bucket)
     assert {f"originals/{image['id']}", f"images/{image['id']}.jpeg"} <= keys
     assert f"reduced/{image['id']}.jpeg" in keys
 
