@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,13 @@ def test_json_logs_are_clean_and_warnings_from_image_threads_carry_the_request_i
     # uvicorn's own lines, some of which it logs with a coloured copy, are among them.
     assert any(line["message"].startswith("Uvicorn running on") for line in lines)
     assert any(line["message"].startswith("Started server process") for line in lines)
+
+    # Every line says when, in UTC; the upload's access line says what was asked and answered.
+    assert all(datetime.fromisoformat(line["time"]).utcoffset() == timedelta(0) for line in lines)
+    (access,) = [line for line in lines if line["message"] == "POST /images 201"]
+    assert access["logger"] == "asgilook.access"
+    assert access["request_id"] == "some-id"
+    assert (access["method"], access["route"], access["status"]) == ("POST", "/images", 201)
 
     warnings = [line for line in lines if line["logger"] == "py.warnings"]
     assert warnings, output
