@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import enum
 import io
 import logging
 import tempfile
@@ -53,7 +54,20 @@ class ImageRecord:
     modified: datetime
     owner: str | None = None  # the name of the API key that uploaded it
     name: str | None = None  # the file name it was uploaded under, if the client gave one
-    reduced: Size | None = None  # the size of the reduced copy stored beside the JPEG, if any
+    reduced: Size | None = None  # the size of the copy at 1/4 scale stored beside the JPEG
+    half: Size | None = None  # the size of the copy at 1/2 scale, stored for the largest images
+
+    def copy_size(self, copy: Copy) -> Size | None:
+        """The size of one of its copies, if it has it."""
+        return self.reduced if copy is Copy.REDUCED else self.half
+
+
+class Copy(enum.Enum):
+    """The copies stored beside a large image's JPEG, by where they are kept, smallest first:
+    the thumbnails a copy makes well render from it (processing.copies_of says which exist)."""
+
+    REDUCED = "reduced"  # at 1/4 scale
+    HALF = "half"  # at 1/2 scale
 
 
 ByteRange = tuple[int, int]  # first and last byte, both included
@@ -109,13 +123,13 @@ class ThumbnailSource:
 
 @dataclass(frozen=True)
 class ConvertedUpload:
-    """What an upload became: its record, the JPEG to serve, and its reduced copy if it has
-    one (record.reduced tells), which may still be in the making: a JPEG served as uploaded
-    is checked (decoded) while its JPEG goes to storage, and a damaged one fails there."""
+    """What an upload became: its record, the JPEG to serve, and its copies (the record says
+    which), which may still be in the making: a JPEG served as uploaded is checked (decoded,
+    which makes its copies) while its JPEG goes to storage, and a damaged one fails there."""
 
     record: ImageRecord
     jpeg: IO[bytes]
-    reduced: Awaitable[IO[bytes] | None]
+    copies: Awaitable[dict[Copy, IO[bytes]]]
 
 
 class UploadBody(Protocol):
@@ -148,7 +162,7 @@ class Storage(Protocol):
     ) -> None:
         """Store an upload: the original at once, while `converted` is made; then what it
         became, each file as soon as it is ready, and its record. All or nothing: if anything
-        fails, `converted` and its reduced copy included, what was written is removed (or left
+        fails, `converted` and its copies included, what was written is removed (or left
         to the janitor) and the error raised."""
 
     async def stat(self, image_id: UUID) -> ImageStat:
@@ -160,10 +174,10 @@ class Storage(Protocol):
     async def open_original(self, record: ImageRecord) -> StoredImage:
         """Open the upload as it was received, with its content type; raises ImageNotFound."""
 
-    async def open_reduced(self, image_id: UUID) -> StoredImage:
-        """Open the reduced copy of an image, with the image's record: one read where a stat
-        and an open would be two. ImageNotFound if the image has no copy that says its record
-        (too small for one, stored before copies, or before they said it) or does not exist."""
+    async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
+        """Open a copy of an image, with the image's record: one read where a stat and an open
+        would be two. ImageNotFound if the image has no such copy that says its record (too
+        small for one, stored before copies, or before they said it) or does not exist."""
 
     async def delete(self, record: ImageRecord) -> None:
         """Delete an image and everything stored for it; raises ImageNotFound."""
@@ -220,6 +234,19 @@ def decode_cursor(cursor: str) -> UUID:
         return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):
         raise InvalidCursor(f"{cursor!r} is not a cursor this service gave out") from None
+
+
+def _copy_files(
+    copies: processing.Copies, outputs: processing.CopyOutputs
+) -> dict[Copy, IO[bytes]]:
+    """The files of the copies made, rewound."""
+    files: dict[Copy, IO[bytes]] = {}
+    for copy, size, output in [(Copy.REDUCED, copies.reduced, outputs.reduced),
+                               (Copy.HALF, copies.half, outputs.half)]:  # fmt: skip
+        if size is not None:
+            output.seek(0)
+            files[copy] = output
+    return files
 
 
 def _dismiss(work: asyncio.Future[Any]) -> None:
@@ -285,24 +312,25 @@ class ImageService:
             spool.seek(0)
             identified = await self._workers.run(processing.identify, spool, self._max_image_pixels)
             image_id = self._new_id()
-            checking: asyncio.Future[IO[bytes] | None] | None = None
+            checking: asyncio.Future[dict[Copy, IO[bytes]]] | None = None
 
-            def record(size: Size, reduced: Size | None) -> ImageRecord:
+            def record(size: Size, copies: processing.Copies) -> ImageRecord:
                 modified = self._clock().replace(microsecond=0)
-                return ImageRecord(image_id, size, modified, owner, body.name, reduced)
+                return ImageRecord(
+                    image_id, size, modified, owner, body.name, copies.reduced, copies.half
+                )
 
-            async def check() -> IO[bytes] | None:
+            async def check() -> dict[Copy, IO[bytes]]:
+                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO())
                 with open(spool.name, "rb") as source:
-                    reduced = io.BytesIO()
                     made = await self._workers.run(
                         processing.check,
                         source,
                         self._max_image_pixels,
-                        reduced,
+                        outputs,
                         memory=processing.check_bytes(identified.size),
                     )
-                reduced.seek(0)
-                return reduced if made is not None else None
+                return _copy_files(made, outputs)
 
             async def convert() -> ConvertedUpload:
                 nonlocal checking
@@ -317,25 +345,24 @@ class ImageService:
                 served.seek(0)
                 if size is not None and checking is not None:
                     return ConvertedUpload(
-                        record(size, processing.reduced_size(size)), served, checking
+                        record(size, processing.copies_of(size)), served, checking
                     )
                 if checking is not None:  # laid out unusually: re-encoded instead
                     _dismiss(checking)
                 spool.seek(0)
-                reduced = io.BytesIO()
+                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO())
                 converted = await self._workers.run(
                     processing.convert,
                     spool,
                     self._max_image_pixels,
                     served,
-                    reduced,
+                    outputs,
                     memory=processing.convert_bytes(identified.size),
                 )
                 served.seek(0)
-                reduced.seek(0)
                 made = asyncio.get_running_loop().create_future()
-                made.set_result(reduced if converted.reduced_size is not None else None)
-                return ConvertedUpload(record(converted.size, converted.reduced_size), served, made)
+                made.set_result(_copy_files(converted.copies, outputs))
+                return ConvertedUpload(record(converted.size, converted.copies), served, made)
 
             converting = asyncio.ensure_future(convert())
             try:
@@ -378,25 +405,25 @@ class ImageService:
 
     async def thumbnail_source(self, image_id: UUID, size: Size) -> ThumbnailSource:
         """The record of an image that has this thumbnail size, and the source the thumbnail
-        renders from if it came with the record: the reduced copy, or the JPEG of an image
-        without one. One read of the store where a stat and a read would be two, for the sizes
+        renders from if it came with the record: the 1/4 copy, or the JPEG of an image without
+        copies. One read of the store where a stat and a read would be two, for the sizes
         pages ask; a large thumbnail's record is read alone, and its source once admitted."""
         if size[0] * size[1] > SOURCE_WITH_RECORD_MAX_PIXELS:
             record = (await self._storage.stat(image_id)).record
             self._check_thumbnail_size(record, size)
             return ThumbnailSource(record, None)
         try:
-            stored = await self._storage.open_reduced(image_id)
-            from_reduced = True
+            stored = await self._storage.open_copy(image_id, Copy.REDUCED)
+            copy: Copy | None = Copy.REDUCED
         except ImageNotFound:
             stored = await self._storage.open(image_id)
-            from_reduced = False
+            copy = None
         try:
             record = stored.record
             self._check_thumbnail_size(record, size)
-            if from_reduced and not self._from_reduced(record, size):
+            if copy is not None and copy is not self._copy_for(record, size):
                 return ThumbnailSource(record, None)
-            source_size = self._source_size(record, from_reduced)
+            source_size = self._source_size(record, copy)
             return ThumbnailSource(record, Source(await stored.read_all(), source_size))
         finally:
             await stored.close()
@@ -453,24 +480,24 @@ class ImageService:
                 processing.render, level, size, format, memory=processing.render_bytes(size)
             )
         with self._levels.rendering(record.id, size) as hand_on:
-            # NOTE: the reduced copy, where it covers the size, is a tenth of the bytes to read
-            #   and decode; images stored before there were reduced copies have none.
-            from_reduced = self._from_reduced(record, size)
-            source_size = source.size if source else self._source_size(record, from_reduced)
-            # NOTE: shrunk for the next size down, unless the reduced copy serves that size
-            #   (it decodes for less than the halving of a large level costs); a level decoded
+            # NOTE: a copy, where it makes the size well, is a fraction of the bytes to read
+            #   and decode; images stored before there were copies have none.
+            copy = self._copy_for(record, size)
+            source_size = source.size if source else self._source_size(record, copy)
+            # NOTE: shrunk for the next size down, unless that renders from a smaller copy (it
+            #   decodes for less than the halving of a large level costs); a level decoded
             #   larger than needed (libjpeg scales by 1/8 at most) may serve larger sizes too.
             smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
             next_size = smaller[0] if smaller else size
-            copy_serves_next = source_size == record.size and self._from_reduced(record, next_size)
-            hand_on_size = None if copy_serves_next else next_size
+            same_source = self._copy_for(record, next_size) is copy
+            hand_on_size = next_size if same_source else None
             memory = processing.decode_and_render_bytes(source_size, size, hand_on_size)
             # NOTE: a source not read yet is read once admitted: a job waiting for its turn
             #   holds none (one read with the record is small: a reduced copy, or the JPEG of
             #   an image too small for one).
             async with self._workers.admitted(memory):
                 if source is None:
-                    jpeg = await self._read_source(record, from_reduced)
+                    jpeg = await self._read_source(record, copy)
                 else:
                     jpeg = source.jpeg
                 thumbnail, next_level = await self._workers.in_thread(
@@ -480,17 +507,22 @@ class ImageService:
                 hand_on(next_level)
             return thumbnail
 
-    def _from_reduced(self, record: ImageRecord, size: Size) -> bool:
-        """Whether a thumbnail of `size` renders from the image's reduced copy."""
-        return record.reduced is not None and processing.resizes_well(record.reduced, size)
+    def _copy_for(self, record: ImageRecord, size: Size) -> Copy | None:
+        """The copy a thumbnail of `size` renders from: the smallest that makes it well; None
+        for the JPEG."""
+        for copy in Copy:
+            copy_size = record.copy_size(copy)
+            if copy_size is not None and processing.resizes_well(copy_size, size):
+                return copy
+        return None
 
-    def _source_size(self, record: ImageRecord, from_reduced: bool) -> Size:
-        return record.reduced if from_reduced and record.reduced else record.size
+    def _source_size(self, record: ImageRecord, copy: Copy | None) -> Size:
+        return (record.copy_size(copy) if copy else None) or record.size
 
-    async def _read_source(self, record: ImageRecord, from_reduced: bool) -> bytes:
-        if from_reduced:
+    async def _read_source(self, record: ImageRecord, copy: Copy | None) -> bytes:
+        if copy is not None:
             with contextlib.suppress(ImageNotFound):  # a copy that does not say its record
-                return await self._read(self._storage.open_reduced(record.id))
+                return await self._read(self._storage.open_copy(record.id, copy))
         return await self._read(self._storage.open(record.id))
 
     async def _read(self, opening: Awaitable[StoredImage]) -> bytes:

@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar
 from uuid import UUID
 
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import ByteRange, ConvertedUpload, ImageRecord, ImageStat, StoredImage
+from .images import ByteRange, ConvertedUpload, Copy, ImageRecord, ImageStat, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ CREATE TABLE IF NOT EXISTS images (
     owner TEXT,  -- the name of the API key that uploaded it
     name TEXT,  -- the file name it was uploaded under
     original_type TEXT NOT NULL DEFAULT 'application/octet-stream',
-    reduced_width INTEGER,  -- the size of the reduced copy, if the image has one
-    reduced_height INTEGER
+    reduced_width INTEGER,  -- the size of the copy at 1/4 scale, if the image has one
+    reduced_height INTEGER,
+    half_width INTEGER,  -- the size of the copy at 1/2 scale, if the image has one
+    half_height INTEGER
 );
 -- Uploads and deletes in progress; one cut off by a crash leaves its row for the janitor.
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, since INTEGER NOT NULL);
@@ -46,13 +48,18 @@ _ADDED_COLUMNS = {
     "original_type": "TEXT NOT NULL DEFAULT 'application/octet-stream'",
     "reduced_width": "INTEGER",
     "reduced_height": "INTEGER",
+    "half_width": "INTEGER",
+    "half_height": "INTEGER",
 }
-_RECORD_COLUMNS = "id, width, height, modified, owner, name, reduced_width, reduced_height"
+_RECORD_COLUMNS = (
+    "id, width, height, modified, owner, name, reduced_width, reduced_height, half_width, "
+    "half_height"
+)
 
 
 class LocalStorage:
-    """Layout under the root: originals/{id}, images/{id}.jpeg, reduced/{id}.jpeg (large images
-    only) and index.sqlite3.
+    """Layout under the root: originals/{id}, images/{id}.jpeg, the copies reduced/{id}.jpeg
+    and half/{id}.jpeg (large images only) and index.sqlite3.
 
     A save reserves its id (a pending row) before it writes a file, so a failed one removes
     only files of its own; a row left pending by a crash is the janitor's to finish.
@@ -93,7 +100,7 @@ class LocalStorage:
             upload = await converted
             await original_written
             await self._run(self._write, self._jpeg_path(image_id), upload.jpeg)
-            await self._run(self._finish, upload.record, await upload.reduced, original_type)
+            await self._run(self._finish, upload.record, await upload.copies, original_type)
         except BaseException:
             original_written.cancel()
             # NOTE: the one disk thread runs this after any write still in progress.
@@ -111,8 +118,8 @@ class LocalStorage:
         content_type, file = await self._run(self._open_original, record.id)
         return self._stream(record, file, None, content_type)
 
-    async def open_reduced(self, image_id: UUID) -> StoredImage:
-        record, file = await self._run(self._open_reduced, image_id)
+    async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
+        record, file = await self._run(self._open_copy, image_id, copy)
         return self._stream(record, file, None)
 
     def _stream(
@@ -158,7 +165,7 @@ class LocalStorage:
             raise StorageUnavailable(f"the image store failed: {error}") from error
 
     def _open_database(self) -> None:
-        for folder in ("originals", "images", "reduced"):
+        for folder in ("originals", "images", *(copy.value for copy in Copy)):
             (self._root / folder).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             self._root / "index.sqlite3", timeout=10, isolation_level=None, check_same_thread=False
@@ -186,14 +193,16 @@ class LocalStorage:
         if not reserved:
             raise ImageExists("an image with this id is stored already")
 
-    def _finish(self, record: ImageRecord, reduced: IO[bytes] | None, original_type: str) -> None:
-        """Write the reduced copy, if any, then list the image."""
-        if reduced is not None:
-            self._write(self._reduced_path(record.id), reduced)
+    def _finish(
+        self, record: ImageRecord, copies: dict[Copy, IO[bytes]], original_type: str
+    ) -> None:
+        """Write the copies, then list the image."""
+        for copy, file in copies.items():
+            self._write(self._copy_path(record.id, copy), file)
         with self._transaction():
             self._database.execute(
                 f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(record.id),
                     *record.size,
@@ -201,6 +210,7 @@ class LocalStorage:
                     record.owner,
                     record.name,
                     *(record.reduced or (None, None)),
+                    *(record.half or (None, None)),
                     original_type,
                 ),
             )
@@ -222,11 +232,11 @@ class LocalStorage:
     def _open(self, image_id: UUID) -> tuple[ImageRecord, IO[bytes]]:
         return self._record(image_id), _open_file(self._jpeg_path(image_id))
 
-    def _open_reduced(self, image_id: UUID) -> tuple[ImageRecord, IO[bytes]]:
+    def _open_copy(self, image_id: UUID, copy: Copy) -> tuple[ImageRecord, IO[bytes]]:
         record = self._record(image_id)
-        if record.reduced is None:
-            raise ImageNotFound("this image has no reduced copy")
-        return record, _open_file(self._reduced_path(image_id))
+        if record.copy_size(copy) is None:
+            raise ImageNotFound(f"this image has no {copy.value} copy")
+        return record, _open_file(self._copy_path(image_id, copy))
 
     def _open_original(self, image_id: UUID) -> tuple[str, IO[bytes]]:
         row = self._database.execute(
@@ -249,7 +259,7 @@ class LocalStorage:
         """The files of an image pending removal, written or half-written, then its row."""
         for path in (
             self._jpeg_path(image_id),
-            self._reduced_path(image_id),
+            *(self._copy_path(image_id, copy) for copy in Copy),
             self._original_path(image_id),
         ):
             path.unlink(missing_ok=True)
@@ -318,8 +328,8 @@ class LocalStorage:
     def _original_path(self, image_id: UUID) -> Path:
         return self._root / "originals" / str(image_id)
 
-    def _reduced_path(self, image_id: UUID) -> Path:
-        return self._root / "reduced" / f"{image_id}.jpeg"
+    def _copy_path(self, image_id: UUID, copy: Copy) -> Path:
+        return self._root / copy.value / f"{image_id}.jpeg"
 
 
 def _partial(path: Path) -> Path:
@@ -342,13 +352,15 @@ def _record(
     name: str | None,
     reduced_width: int | None,
     reduced_height: int | None,
+    half_width: int | None,
+    half_height: int | None,
 ) -> ImageRecord:
-    reduced = (reduced_width, reduced_height) if reduced_width and reduced_height else None
     return ImageRecord(
         UUID(image_id),
         (width, height),
         datetime.fromtimestamp(modified, UTC),
         owner,
         name,
-        reduced,
+        (reduced_width, reduced_height) if reduced_width and reduced_height else None,
+        (half_width, half_height) if half_width and half_height else None,
     )

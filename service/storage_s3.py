@@ -3,8 +3,9 @@
 Keys, under the configured prefix:
   originals/{id}               the upload exactly as received
   images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
-  reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it covers (large images),
+  reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it makes (large images),
                                with the JPEG's metadata: a thumbnail miss reads it alone
+  half/{id}.jpeg               a copy at 1/2 scale, likewise (the largest images)
   index/{id}/{w}x{h}/{epoch}[/@{owner}][/{name}]
                                an empty object per image: listing the index is the image listing,
                                one LIST call per page, because UUIDv7 ids sort by upload time
@@ -37,7 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import ByteRange, ConvertedUpload, ImageRecord, ImageStat, StoredImage
+from .images import ByteRange, ConvertedUpload, Copy, ImageRecord, ImageStat, StoredImage
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -162,11 +163,10 @@ class S3Storage:
                     ContentType="image/jpeg",
                     Metadata=metadata,
                 )
-                reduced = await upload.reduced
-                if reduced is not None:
+                for copy, file in (await upload.copies).items():
                     put(
-                        self._reduced_key(image_id),
-                        reduced,
+                        self._copy_key(image_id, copy),
+                        file,
                         ContentType="image/jpeg",
                         Metadata=metadata,
                     )
@@ -245,14 +245,14 @@ class S3Storage:
             )
         return self._stream(record, response, None, response["ContentType"])
 
-    async def open_reduced(self, image_id: UUID) -> StoredImage:
+    async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
         with self._call("get_object"):
             response = await self._client.get_object(
-                Bucket=self._bucket, Key=self._reduced_key(image_id)
+                Bucket=self._bucket, Key=self._copy_key(image_id, copy)
             )
         if "width" not in response["Metadata"]:  # a copy stored before copies said the record
             response["Body"].close()
-            raise ImageNotFound("this reduced copy does not say its image's record")
+            raise ImageNotFound("this copy does not say its image's record")
         return self._stream(_record_from_metadata(image_id, response["Metadata"]), response, None)
 
     async def delete(self, record: ImageRecord) -> None:
@@ -394,11 +394,12 @@ class S3Storage:
     def _original_key(self, image_id: UUID) -> str:
         return f"{self._prefix}originals/{image_id}"
 
-    def _reduced_key(self, image_id: UUID) -> str:
-        return f"{self._prefix}reduced/{image_id}.jpeg"
+    def _copy_key(self, image_id: UUID, copy: Copy) -> str:
+        return f"{self._prefix}{copy.value}/{image_id}.jpeg"
 
     def _files_keys(self, image_id: UUID) -> list[str]:
-        return [self._jpeg_key(image_id), self._reduced_key(image_id), self._original_key(image_id)]
+        copies = [self._copy_key(image_id, copy) for copy in Copy]
+        return [self._jpeg_key(image_id), *copies, self._original_key(image_id)]
 
     def _pending_key(self, image_id: UUID) -> str:
         return f"{self._prefix}pending/{image_id}"
@@ -456,14 +457,16 @@ def _metadata(record: ImageRecord) -> dict[str, str]:
         metadata["owner"] = record.owner
     if record.name is not None:
         metadata["name"] = quote(record.name, safe="")
-    if record.reduced is not None:
-        metadata["reduced"] = f"{record.reduced[0]}x{record.reduced[1]}"
+    for copy in Copy:
+        copy_size = record.copy_size(copy)
+        if copy_size is not None:
+            metadata[copy.value] = f"{copy_size[0]}x{copy_size[1]}"
     return metadata
 
 
 def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageRecord:
     name = metadata.get("name")
-    reduced = metadata.get("reduced")
+    reduced, half = metadata.get(Copy.REDUCED.value), metadata.get(Copy.HALF.value)
     return ImageRecord(
         image_id,
         (int(metadata["width"]), int(metadata["height"])),
@@ -471,6 +474,7 @@ def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageReco
         metadata.get("owner"),
         unquote(name) if name is not None else None,
         _size(reduced) if reduced is not None else None,
+        _size(half) if half is not None else None,
     )
 
 

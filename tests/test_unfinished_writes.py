@@ -162,14 +162,14 @@ import asyncio, io, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
-from service.images import ConvertedUpload, ImageRecord
+from service.images import ConvertedUpload, Copy, ImageRecord
 from service.storage_local import LocalStorage
 
 async def ready(value):
     return value
 
 async def converted(record, jpeg):
-    return ConvertedUpload(record, jpeg, ready(DiesMidway(b"r" * 5000)))
+    return ConvertedUpload(record, jpeg, ready({Copy.REDUCED: DiesMidway(b"r" * 5000)}))
 
 class DiesMidway(io.BytesIO):
     def read(self, size=-1):
@@ -189,7 +189,7 @@ asyncio.run(save())
 
 
 def stored_files(data: Path) -> list[str]:
-    folders = ("originals", "images", "reduced")
+    folders = ("originals", "images", "reduced", "half")
     return sorted(
         str(path.relative_to(data)) for folder in folders for path in data.glob(f"{folder}/*")
     )
