@@ -39,9 +39,9 @@ Size = tuple[int, int]
 
 # NOTE: uploads up to this size stay in memory while they are checked; larger ones spill to disk.
 SPOOL_MEMORY_BYTES = 1024 * 1024
-# NOTE: a thumbnail this large is most often the largest size of an image with a reduced copy
-#   (2000x1500 of a 12 MP photo), which renders from the JPEG: reading the copy for its record
-#   would be a read for nothing.
+# NOTE: a thumbnail this large is most often the largest size of a photo (2000x1500 of 12 MP),
+#   which renders from its half copy: reading the 1/4 copy for its record would be a read for
+#   nothing, and the half copy (1 MB) is read only once its job is admitted.
 SOURCE_WITH_RECORD_MAX_PIXELS = 1_000_000
 
 
