@@ -61,7 +61,7 @@ class RequestTelemetry:
 
     def start(self, given: str) -> str:
         """Count a request in flight; its id is the client's if acceptable, else a new one."""
-        if _ACCEPTABLE_REQUEST_ID.fullmatch(given):
+        if given and _ACCEPTABLE_REQUEST_ID.fullmatch(given):
             identifier = given
         else:
             identifier = f"{self._id_prefix}{next(self._id_counter):016x}"
@@ -136,6 +136,9 @@ class HotResponses:
         self._cache = cache
         self._telemetry = telemetry
         self._hits = metrics.cache_lookups.labels("hit")
+        # NOTE: the headers of the responses held, as the bytes ASGI sends, made once each;
+        #   keyed by the identity of what the cache holds (kept here, so never reused).
+        self._encoded: dict[int, tuple[dict[str, str], list[tuple[bytes, bytes]]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -161,7 +164,7 @@ class HotResponses:
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    *((name.encode(), value.encode()) for name, value in stored_headers.items()),
+                    *self._encoded_headers(stored_headers),
                     (b"content-length", str(len(body)).encode()),
                     _CACHE_HIT,
                     (_REQUEST_ID_NAME, identifier.encode()),
@@ -174,6 +177,17 @@ class HotResponses:
             self._telemetry.finish(
                 ("GET", path, route), status, started, bytes=len(body), cache="Hit"
             )
+
+    def _encoded_headers(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        held = self._encoded.get(id(headers))
+        if held is None or held[0] is not headers:
+            if len(self._encoded) >= 1024:
+                self._encoded.clear()
+            held = self._encoded[id(headers)] = (
+                headers,
+                [(name.encode(), value.encode()) for name, value in headers.items()],
+            )
+        return held[1]
 
 
 class CutShortBodies:
