@@ -135,8 +135,7 @@ def check(source: BinaryIO, max_pixels: int, outputs: CopyOutputs) -> Copies:
     written to `outputs`."""
     with _refusals(source, max_pixels), Image.open(source, formats=ACCEPTED_FORMATS) as image:
         copies = copies_of(image.size)
-        scale = 2 if copies.half else REDUCED_SCALE if copies.reduced else 8
-        image.draft("RGB", _divided(image.size, scale))
+        image.draft("RGB", _divided(image.size, _check_scale(copies)))
         image.load()
         return _save_copies(image, copies, outputs)
 
@@ -148,6 +147,11 @@ def copies_of(size: Size) -> Copies:
         _scaled_size(size, _divided(size, REDUCED_SCALE)) if pixels >= REDUCED_MIN_PIXELS else None,
         _scaled_size(size, _divided(size, 2)) if pixels >= HALF_MIN_PIXELS else None,
     )
+
+
+def _check_scale(copies: Copies) -> int:
+    """The libjpeg scale (1/n) check() decodes at: its largest copy's, or 1/8 without copies."""
+    return 2 if copies.half else REDUCED_SCALE if copies.reduced else 8
 
 
 def _divided(size: Size, divisor: int) -> Size:
@@ -483,7 +487,7 @@ def render(level: Level, size: Size, format: Format = JPEG) -> bytes:
 def check_bytes(size: Size) -> int:
     """check() of an image of `size`: its reduced decode, and the 1/4 copy halved from it."""
     copies = copies_of(size)
-    decoded = _pixel_bytes(copies.half or copies.reduced or _scaled_size(size, _divided(size, 8)))
+    decoded = _pixel_bytes(_scaled_size(size, _divided(size, _check_scale(copies))))
     return decoded * 5 // 4 if copies.half else decoded
 
 
