@@ -106,8 +106,7 @@ class StoredImage:
 
 @dataclass(frozen=True)
 class Source:
-    """A stored JPEG read whole to render from (the reduced copy or the served JPEG), and its
-    size."""
+    """A stored JPEG read whole to render from (a copy or the served JPEG), and its size."""
 
     jpeg: bytes
     size: Size

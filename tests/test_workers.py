@@ -34,8 +34,7 @@ class Jobs:
 
     async def finish(self, name: str) -> None:
         self._finish[name].set()
-        for _ in range(3):  # let the job end and the next ones start
-            await asyncio.sleep(0)
+        await settled()  # the job ends and the next ones start
 
 
 async def settled() -> None:
