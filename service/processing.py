@@ -46,12 +46,15 @@ STORED_QUALITY = 90
 #   it covers render from it: a 12 MP photo's 1000x750 copy is about 300 KB, against 2.5 MB
 #   whose entropy decoding alone costs 25 ms; its thumbnails are within 0.5 dB PSNR of direct
 #   renders (tests/test_processing.py). 4:4:4: with 4:2:0, saturated edges (a red sun) lost
-#   0.7 dB at 1000x750. The largest images also get a copy at 1/2 scale, for the size it is:
+#   0.7 dB at 1000x750. Photos of 8 to 20 MP also get a copy at 1/2 scale, for the size it is:
 #   a 12 MP photo's 2000x1500 decodes from its 1 MB in 14 ms instead of 29 from the JPEG (at
-#   upload, it costs an encode of 12 ms; the 1/4 copy is then halved from it).
+#   upload, it costs an encode of 12 ms; the 1/4 copy is then halved from it). Not beyond
+#   20 MP: the upload's decode at 1/2 scale would hold more than 25 MB (36 MB for 36 MP,
+#   against 9 at 1/4), past a worker's default image memory.
 REDUCED_SCALE = 4
 REDUCED_MIN_PIXELS = 2_000_000
 HALF_MIN_PIXELS = 8_000_000
+HALF_MAX_PIXELS = 20_000_000
 REDUCED_OPTIONS = {"quality": 90, "subsampling": "4:4:4"}
 JPEG_MAX_SIDE = 65_500  # libjpeg's limit
 COPY_CHUNK_BYTES = 256 * 1024
@@ -145,7 +148,9 @@ def copies_of(size: Size) -> Copies:
     pixels = size[0] * size[1]
     return Copies(
         _scaled_size(size, _divided(size, REDUCED_SCALE)) if pixels >= REDUCED_MIN_PIXELS else None,
-        _scaled_size(size, _divided(size, 2)) if pixels >= HALF_MIN_PIXELS else None,
+        _scaled_size(size, _divided(size, 2))
+        if HALF_MIN_PIXELS <= pixels <= HALF_MAX_PIXELS
+        else None,
     )
 
 

@@ -179,6 +179,9 @@ def test_only_large_images_get_copies() -> None:
     assert large.reduced is not None and large.half is not None
     converted = normalise(samples.png_with_alpha((4001, 2001)))
     assert converted.reduced is not None and converted.half is not None
+    # NOTE: beyond 20 MP, the check's decode at 1/2 scale would hold too much: 1/4 only.
+    huge = normalise(samples.jpeg((6000, 4000)))  # 24 MP
+    assert huge.reduced is not None and huge.half is None
 
 
 def decoded(jpeg: bytes) -> Image.Image:
