@@ -11,7 +11,7 @@ import io
 import logging
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol, Self
 from uuid import UUID
@@ -54,20 +54,31 @@ class ImageRecord:
     modified: datetime
     owner: str | None = None  # the name of the API key that uploaded it
     name: str | None = None  # the file name it was uploaded under, if the client gave one
-    reduced: Size | None = None  # the size of the copy at 1/4 scale stored beside the JPEG
-    half: Size | None = None  # the size of the copy at 1/2 scale, stored for the largest images
+    # NOTE: the sizes of the copies stored beside its JPEG.
+    copies: processing.Copies = field(default_factory=processing.Copies)
 
     def copy_size(self, copy: Copy) -> Size | None:
         """The size of one of its copies, if it has it."""
-        return self.reduced if copy is Copy.REDUCED else self.half
+        size: Size | None = getattr(self.copies, copy.value)
+        return size
 
 
 class Copy(enum.Enum):
-    """The copies stored beside a large image's JPEG, by where they are kept, smallest first:
-    the thumbnails a copy makes well render from it (processing.copies_of says which exist)."""
+    """The copies stored beside a large image's JPEG, by where they are kept (and the name of
+    their size in processing.Copies, which says which exist), smallest first."""
 
-    REDUCED = "reduced"  # at 1/4 scale
-    HALF = "half"  # at 1/2 scale
+    EIGHTH = "eighth"  # the thumbnail at 1/8 scale, served as it is
+    REDUCED = "reduced"  # at 1/4 scale: the thumbnails it makes well render from it
+    HALF = "half"  # at 1/2 scale: likewise
+
+
+# NOTE: the copies thumbnails render from, smallest first.
+SOURCE_COPIES = (Copy.REDUCED, Copy.HALF)
+
+
+def copy_sizes(sizes: dict[Copy, Size | None]) -> processing.Copies:
+    """The sizes of an image's copies, as its record holds them."""
+    return processing.Copies(**{copy.value: size for copy, size in sizes.items()})
 
 
 ByteRange = tuple[int, int]  # first and last byte, both included
@@ -240,11 +251,10 @@ def _copy_files(
 ) -> dict[Copy, IO[bytes]]:
     """The files of the copies made, rewound."""
     files: dict[Copy, IO[bytes]] = {}
-    for copy, size, output in [(Copy.REDUCED, copies.reduced, outputs.reduced),
-                               (Copy.HALF, copies.half, outputs.half)]:  # fmt: skip
-        if size is not None:
-            output.seek(0)
-            files[copy] = output
+    for copy in Copy:
+        if getattr(copies, copy.value) is not None:
+            files[copy] = getattr(outputs, copy.value)
+            files[copy].seek(0)
     return files
 
 
@@ -315,12 +325,10 @@ class ImageService:
 
             def record(size: Size, copies: processing.Copies) -> ImageRecord:
                 modified = self._clock().replace(microsecond=0)
-                return ImageRecord(
-                    image_id, size, modified, owner, body.name, copies.reduced, copies.half
-                )
+                return ImageRecord(image_id, size, modified, owner, body.name, copies)
 
             async def check() -> dict[Copy, IO[bytes]]:
-                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO())
+                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO(), io.BytesIO())
                 with open(spool.name, "rb") as source:
                     made = await self._workers.run(
                         processing.check,
@@ -349,7 +357,7 @@ class ImageService:
                 if checking is not None:  # laid out unusually: re-encoded instead
                     _dismiss(checking)
                 spool.seek(0)
-                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO())
+                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO(), io.BytesIO())
                 converted = await self._workers.run(
                     processing.convert,
                     spool,
@@ -402,30 +410,41 @@ class ImageService:
         settings = "".join(f"-{key}{value}" for key, value in sorted(format.options.items()))
         return f"{record.id}-{size[0]}x{size[1]}-{format.name}{settings}"
 
-    async def thumbnail_source(self, image_id: UUID, size: Size) -> ThumbnailSource:
+    async def thumbnail_source(
+        self, image_id: UUID, size: Size, format: Format = JPEG
+    ) -> ThumbnailSource:
         """The record of an image that has this thumbnail size, and the source the thumbnail
-        renders from if it came with the record: the 1/4 copy, or the JPEG of an image without
-        copies. One read of the store where a stat and a read would be two, for the sizes
-        pages ask; a large thumbnail's record is read alone, and its source once admitted."""
+        is made from if it came with the record: the 1/8 thumbnail, the 1/4 copy, or the JPEG
+        of an image without copies. One read of the store where a stat and a read would be two,
+        for the sizes pages ask; a large thumbnail's record is read alone, and its source once
+        admitted."""
         if size[0] * size[1] > SOURCE_WITH_RECORD_MAX_PIXELS:
             record = (await self._storage.stat(image_id)).record
             self._check_thumbnail_size(record, size)
             return ThumbnailSource(record, None)
-        try:
-            stored = await self._storage.open_copy(image_id, Copy.REDUCED)
-            copy: Copy | None = Copy.REDUCED
-        except ImageNotFound:
-            stored = await self._storage.open(image_id)
-            copy = None
+        # NOTE: the 1/8 thumbnail first where the size can be one: the size a page asks most.
+        tried = [Copy.EIGHTH] if size[0] * size[1] * 64 >= processing.REDUCED_MIN_PIXELS else []
+        stored, copy = await self._open_first(image_id, [*tried, Copy.REDUCED])
         try:
             record = stored.record
             self._check_thumbnail_size(record, size)
-            if copy is not None and copy is not self._copy_for(record, size):
+            if copy is not None and copy is not self._copy_for(record, size, format):
+                if copy is Copy.EIGHTH:  # 30 KB: read, so that the connection is kept
+                    await stored.read_all()
                 return ThumbnailSource(record, None)
             source_size = self._source_size(record, copy)
             return ThumbnailSource(record, Source(await stored.read_all(), source_size))
         finally:
             await stored.close()
+
+    async def _open_first(
+        self, image_id: UUID, copies: list[Copy]
+    ) -> tuple[StoredImage, Copy | None]:
+        """The first of these copies the image has, with its record; else its JPEG."""
+        for copy in copies:
+            with contextlib.suppress(ImageNotFound):
+                return await self._storage.open_copy(image_id, copy), copy
+        return await self._storage.open(image_id), None
 
     async def thumbnail(
         self,
@@ -472,6 +491,13 @@ class ImageService:
     async def _render(
         self, record: ImageRecord, size: Size, format: Format, source: Source | None
     ) -> bytes:
+        copy = self._copy_for(record, size, format)
+        if copy is Copy.EIGHTH:  # made at upload as this very thumbnail
+            return (
+                source.jpeg
+                if source
+                else await self._read(self._storage.open_copy(record.id, copy))
+            )
         # NOTE: decoded levels are shared by every format.
         level = await self._levels.find(record.id, size)
         if level is not None:
@@ -481,14 +507,18 @@ class ImageService:
         with self._levels.rendering(record.id, size) as hand_on:
             # NOTE: a copy, where it makes the size well, is a fraction of the bytes to read
             #   and decode; images stored before there were copies have none.
-            copy = self._copy_for(record, size)
             source_size = source.size if source else self._source_size(record, copy)
-            # NOTE: shrunk for the next size down, unless that renders from a smaller copy (it
-            #   decodes for less than the halving of a large level costs); a level decoded
-            #   larger than needed (libjpeg scales by 1/8 at most) may serve larger sizes too.
-            smaller = [s for s in self.thumbnail_sizes(record) if s[0] < size[0]]
+            # NOTE: shrunk for the next size down that is rendered (not the 1/8 thumbnail), unless
+            #   that renders from a smaller copy (it decodes for less than the halving of a large
+            #   level costs); a level decoded larger than needed (libjpeg scales by 1/8 at most)
+            #   may serve larger sizes too.
+            smaller = [
+                s
+                for s in self.thumbnail_sizes(record)
+                if s[0] < size[0] and self._copy_for(record, s, format) is not Copy.EIGHTH
+            ]
             next_size = smaller[0] if smaller else size
-            same_source = self._copy_for(record, next_size) is copy
+            same_source = self._copy_for(record, next_size, format) is copy
             hand_on_size = next_size if same_source else None
             memory = processing.decode_and_render_bytes(source_size, size, hand_on_size)
             # NOTE: a source not read yet is read once admitted: a job waiting for its turn
@@ -506,10 +536,13 @@ class ImageService:
                 hand_on(next_level)
             return thumbnail
 
-    def _copy_for(self, record: ImageRecord, size: Size) -> Copy | None:
-        """The copy a thumbnail of `size` renders from: the smallest that makes it well; None
-        for the JPEG."""
-        for copy in Copy:
+    def _copy_for(self, record: ImageRecord, size: Size, format: Format) -> Copy | None:
+        """The copy a thumbnail of `size` in `format` is made from: the 1/8 thumbnail itself
+        (encoded as a JPEG thumbnail is), or the smallest that renders it well; None for the
+        JPEG."""
+        if format == JPEG and record.copies.eighth == size:
+            return Copy.EIGHTH
+        for copy in SOURCE_COPIES:
             copy_size = record.copy_size(copy)
             if copy_size is not None and processing.resizes_well(copy_size, size):
                 return copy

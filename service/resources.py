@@ -350,7 +350,7 @@ class Thumbnail:
     ) -> None:
         format = _chosen_format(self._format, req, resp)
         size = (width, height)
-        read = await self._images.thumbnail_source(image_id, size)
+        read = await self._images.thumbnail_source(image_id, size, format)
         record = read.record
         await _answer_rendered(
             req,

@@ -17,7 +17,15 @@ from typing import IO, Any, TypeVar
 from uuid import UUID
 
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import ByteRange, ConvertedUpload, Copy, ImageRecord, ImageStat, StoredImage
+from .images import (
+    ByteRange,
+    ConvertedUpload,
+    Copy,
+    ImageRecord,
+    ImageStat,
+    StoredImage,
+    copy_sizes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +44,9 @@ CREATE TABLE IF NOT EXISTS images (
     reduced_width INTEGER,  -- the size of the copy at 1/4 scale, if the image has one
     reduced_height INTEGER,
     half_width INTEGER,  -- the size of the copy at 1/2 scale, if the image has one
-    half_height INTEGER
+    half_height INTEGER,
+    eighth_width INTEGER,  -- the size of the thumbnail at 1/8 scale, if the image has one
+    eighth_height INTEGER
 );
 -- Uploads and deletes in progress; one cut off by a crash leaves its row for the janitor.
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, since INTEGER NOT NULL);
@@ -50,16 +60,16 @@ _ADDED_COLUMNS = {
     "reduced_height": "INTEGER",
     "half_width": "INTEGER",
     "half_height": "INTEGER",
+    "eighth_width": "INTEGER",
+    "eighth_height": "INTEGER",
 }
-_RECORD_COLUMNS = (
-    "id, width, height, modified, owner, name, reduced_width, reduced_height, half_width, "
-    "half_height"
-)
+_COPY_COLUMNS = [f"{copy.value}_{side}" for copy in Copy for side in ("width", "height")]
+_RECORD_COLUMNS = ", ".join(["id", "width", "height", "modified", "owner", "name", *_COPY_COLUMNS])
 
 
 class LocalStorage:
-    """Layout under the root: originals/{id}, images/{id}.jpeg, the copies reduced/{id}.jpeg
-    and half/{id}.jpeg (large images only) and index.sqlite3.
+    """Layout under the root: originals/{id}, images/{id}.jpeg, the copies eighth/{id}.jpeg,
+    reduced/{id}.jpeg and half/{id}.jpeg (large images only) and index.sqlite3.
 
     A save reserves its id (a pending row) before it writes a file, so a failed one removes
     only files of its own; a row left pending by a crash is the janitor's to finish.
@@ -202,15 +212,14 @@ class LocalStorage:
         with self._transaction():
             self._database.execute(
                 f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"VALUES ({', '.join('?' * (7 + len(_COPY_COLUMNS)))})",
                 (
                     str(record.id),
                     *record.size,
                     int(record.modified.timestamp()),
                     record.owner,
                     record.name,
-                    *(record.reduced or (None, None)),
-                    *(record.half or (None, None)),
+                    *(side for copy in Copy for side in record.copy_size(copy) or (None, None)),
                     original_type,
                 ),
             )
@@ -350,17 +359,17 @@ def _record(
     modified: int,
     owner: str | None,
     name: str | None,
-    reduced_width: int | None,
-    reduced_height: int | None,
-    half_width: int | None,
-    half_height: int | None,
+    *copy_sides: int | None,
 ) -> ImageRecord:
+    """An image's record from its row: the columns of _RECORD_COLUMNS, in order."""
+    sizes = zip(copy_sides[::2], copy_sides[1::2], strict=True)
     return ImageRecord(
         UUID(image_id),
         (width, height),
         datetime.fromtimestamp(modified, UTC),
         owner,
         name,
-        (reduced_width, reduced_height) if reduced_width and reduced_height else None,
-        (half_width, half_height) if half_width and half_height else None,
+        copy_sizes(
+            {copy: (w, h) if w and h else None for copy, (w, h) in zip(Copy, sizes, strict=True)}
+        ),
     )

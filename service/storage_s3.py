@@ -3,8 +3,9 @@
 Keys, under the configured prefix:
   originals/{id}               the upload exactly as received
   images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
-  reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it makes (large images),
-                               with the JPEG's metadata: a thumbnail miss reads it alone
+  eighth/{id}.jpeg             the thumbnail at 1/8 scale, made at upload (large images), with
+                               the JPEG's metadata: a thumbnail miss reads it alone
+  reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it makes, likewise
   half/{id}.jpeg               a copy at 1/2 scale, likewise (the largest images)
   index/{id}/{w}x{h}/{epoch}[/@{owner}][/{name}]
                                an empty object per image: listing the index is the image listing,
@@ -38,7 +39,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import ByteRange, ConvertedUpload, Copy, ImageRecord, ImageStat, StoredImage
+from .images import (
+    ByteRange,
+    ConvertedUpload,
+    Copy,
+    ImageRecord,
+    ImageStat,
+    StoredImage,
+    copy_sizes,
+)
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -466,15 +475,13 @@ def _metadata(record: ImageRecord) -> dict[str, str]:
 
 def _record_from_metadata(image_id: UUID, metadata: dict[str, str]) -> ImageRecord:
     name = metadata.get("name")
-    reduced, half = metadata.get(Copy.REDUCED.value), metadata.get(Copy.HALF.value)
     return ImageRecord(
         image_id,
         (int(metadata["width"]), int(metadata["height"])),
         datetime.fromtimestamp(int(metadata["modified"]), UTC),
         metadata.get("owner"),
         unquote(name) if name is not None else None,
-        _size(reduced) if reduced is not None else None,
-        _size(half) if half is not None else None,
+        copy_sizes({copy: _size(metadata[copy.value]) for copy in Copy if copy.value in metadata}),
     )
 
 

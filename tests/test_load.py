@@ -49,16 +49,17 @@ async def test_smaller_thumbnails_are_made_from_pixels_already_decoded(
         thumbnail = await client.simulate_get(path)
         assert thumbnail.status_code == 200
         assert thumbnail.headers["Content-Type"] == "image/jpeg"
-    # NOTE: 2000x1500 from the JPEG, 1000x750 from the reduced copy (it decodes for less than
-    #   halving 2000x1500 costs), the rest from the pixels decoded for 1000x750.
+    # NOTE: 2000x1500 from the half copy, 1000x750 from the 1/4 copy (it decodes for less
+    #   than halving 2000x1500 costs), 500x375 made at upload, the rest from the pixels
+    #   decoded for 1000x750.
     assert await image_work(client, "decode_and_render") == 2
-    assert await renders(client) == 5
+    assert await renders(client) == 4
 
     small = (await client.simulate_post("/images", body=samples.jpeg((1600, 1200)))).json
     for path in small["thumbnails"]:  # too small for a reduced copy: one decode for all
         assert (await client.simulate_get(path)).status_code == 200
     assert await image_work(client, "decode_and_render") == 3
-    assert await renders(client) == 5 + len(small["thumbnails"])
+    assert await renders(client) == 4 + len(small["thumbnails"])
 
 
 async def test_pixels_kept_of_a_deleted_image_make_no_thumbnail(

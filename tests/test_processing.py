@@ -20,6 +20,7 @@ class Normalised:
     jpeg: bytes
     size: tuple[int, int]
     original_type: str
+    eighth: bytes | None  # the thumbnail at 1/8 scale
     reduced: bytes | None  # the copy at 1/4 scale
     half: bytes | None  # the copy at 1/2 scale
 
@@ -27,7 +28,7 @@ class Normalised:
 def normalise(data: bytes, max_pixels: int = 50_000_000) -> Normalised:
     """An upload through the steps ImageService.upload takes."""
     source, output = io.BytesIO(data), io.BytesIO()
-    outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO())
+    outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO(), io.BytesIO())
     original_type = processing.identify(source, max_pixels).media_type
     source.seek(0)
     size = processing.strip(source, max_pixels, output)
@@ -39,12 +40,16 @@ def normalise(data: bytes, max_pixels: int = 50_000_000) -> Normalised:
     else:
         converted = processing.convert(source, max_pixels, output, outputs)
         size, copies = converted.size, converted.copies
-    reduced, half = outputs.reduced.getvalue(), outputs.half.getvalue()
-    assert (copies.reduced is None) == (reduced == b"")
-    assert (copies.half is None) == (half == b"")
-    for copy, copy_size in [(reduced, copies.reduced), (half, copies.half)]:
+    made = [
+        (outputs.eighth.getvalue(), copies.eighth),
+        (outputs.reduced.getvalue(), copies.reduced),
+        (outputs.half.getvalue(), copies.half),
+    ]
+    for copy, copy_size in made:
+        assert (copy_size is None) == (copy == b"")
         assert copy_size is None or Image.open(io.BytesIO(copy)).size == copy_size
-    return Normalised(output.getvalue(), size, original_type, reduced or None, half or None)
+    eighth, reduced, half = (copy or None for copy, _ in made)
+    return Normalised(output.getvalue(), size, original_type, eighth, reduced, half)
 
 
 def test_output_is_a_baseline_rgb_jpeg_without_metadata() -> None:
@@ -168,12 +173,20 @@ def test_thumbnails_from_the_copies_are_as_faithful_as_from_the_served_jpeg(
             assert _psnr(ideal, from_copy) > _psnr(ideal, direct) - 0.5, (scale, size)
             compared += 1
     assert compared >= 5
+    # NOTE: the 1/8 thumbnail is served as it was made at upload.
+    assert stored.eighth is not None and not samples.has_exif(stored.eighth)
+    eighth = decoded(stored.eighth)
+    assert eighth.size == sizes[2]
+    ideal = full.resize(sizes[2], Image.Resampling.LANCZOS)
+    direct = decoded(processing.render(processing.decode(stored.jpeg, sizes[2]), sizes[2]))
+    assert _psnr(ideal, eighth) > _psnr(ideal, direct) - 0.5
 
 
 def test_only_large_images_get_copies() -> None:
-    assert normalise(samples.jpeg((1600, 1200))).reduced is None  # 1.9 MP: cheap to decode
+    tiny = normalise(samples.jpeg((1600, 1200)))  # 1.9 MP: cheap to decode
+    assert tiny.eighth is None and tiny.reduced is None
     small = normalise(samples.jpeg((2000, 1000)))
-    assert small.reduced is not None and small.half is None
+    assert small.eighth is not None and small.reduced is not None and small.half is None
     assert normalise(samples.png_with_alpha((2000, 1000))).reduced is not None
     large = normalise(samples.jpeg((4000, 2000)))  # 8 MP
     assert large.reduced is not None and large.half is not None

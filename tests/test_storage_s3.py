@@ -74,8 +74,12 @@ async def test_original_and_jpeg_are_stored_under_the_prefix(
 @pytest.mark.parametrize(
     ("size", "copies"),
     [
-        pytest.param((2400, 1600), {"reduced": (600, 400)}, id="a 1/4 copy"),
-        pytest.param((4000, 2000), {"reduced": (1000, 500), "half": (2000, 1000)}, id="and 1/2"),
+        pytest.param((2400, 1600), {"eighth": (300, 200), "reduced": (600, 400)}, id="1/8 and 1/4"),
+        pytest.param(
+            (4000, 2000),
+            {"eighth": (500, 250), "reduced": (1000, 500), "half": (2000, 1000)},
+            id="and 1/2",
+        ),
     ],
 )
 async def test_a_large_image_has_copies_that_go_with_it(
@@ -145,8 +149,17 @@ async def test_thumbnails_render_from_the_copies_not_the_jpeg(
         assert samples.difference(thumbnail, upload) < 32, path  # black: about 128
 
 
-async def test_a_thumbnail_the_reduced_copy_serves_is_one_read_of_the_bucket(
-    s3_client: falcon.testing.ASGIConductor,
+@pytest.mark.parametrize(
+    ("thumbnail", "reads"),
+    [
+        pytest.param(2, 1, id="the 1/8 thumbnail"),
+        pytest.param(3, 1, id="from the 1/4 copy"),
+        # NOTE: a size that could be a 1/8 thumbnail is looked for there first.
+        pytest.param(1, 2, id="the 1/4 copy's own size"),
+    ],
+)
+async def test_a_small_thumbnail_is_read_with_its_record(
+    s3_client: falcon.testing.ASGIConductor, thumbnail: int, reads: int
 ) -> None:
     """The copy says its image's record: no stat before it is read."""
     client = s3_client
@@ -161,9 +174,27 @@ async def test_a_thumbnail_the_reduced_copy_serves_is_one_read_of_the_bucket(
         }
 
     before = await s3_calls()
-    assert (await client.simulate_get(created["thumbnails"][2])).status_code == 200  # 300x200
+    assert (await client.simulate_get(created["thumbnails"][thumbnail])).status_code == 200
     after = await s3_calls()
-    assert after == {"get_object": before["get_object"] + 1, "head_object": before["head_object"]}
+    assert after == {
+        "get_object": before["get_object"] + reads,
+        "head_object": before["head_object"],
+    }
+
+
+async def test_the_1_8_thumbnail_is_served_as_stored_in_jpeg_only(
+    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    """Made at upload as a JPEG thumbnail of its size is made; other formats render it."""
+    created = (await s3_client.simulate_post("/images", body=samples.jpeg((2400, 1600)))).json
+    key = f"team/photos/eighth/{created['id']}.jpeg"
+    stored = moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    path = created["thumbnails"][2]
+    assert path.endswith("/300x200.jpeg")
+    served = await s3_client.simulate_get(path)
+    assert served.content == stored
+    webp = await s3_client.simulate_get(path.removesuffix(".jpeg") + ".webp")
+    assert Image.open(io.BytesIO(webp.content)).format == "WEBP"
 
 
 async def test_a_reduced_copy_that_does_not_say_its_record_is_passed_over(

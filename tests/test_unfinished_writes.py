@@ -15,6 +15,7 @@ import falcon.testing
 import pytest
 
 from service.app import create_app
+from service.images import Copy
 from service.settings import Settings
 
 from . import samples
@@ -162,7 +163,7 @@ import asyncio, io, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
-from service.images import ConvertedUpload, Copy, ImageRecord
+from service.images import ConvertedUpload, Copy, ImageRecord, copy_sizes
 from service.storage_local import LocalStorage
 
 async def ready(value):
@@ -180,7 +181,8 @@ class DiesMidway(io.BytesIO):
 async def save():
     async with LocalStorage(Path(sys.argv[1])) as storage:
         now = datetime.now(UTC)
-        record = ImageRecord(UUID(sys.argv[2]), (4000, 3000), now, reduced=(1000, 750))
+        copies = copy_sizes({Copy.REDUCED: (1000, 750)})
+        record = ImageRecord(UUID(sys.argv[2]), (4000, 3000), now, copies=copies)
         original, jpeg = io.BytesIO(b"o" * 5000), io.BytesIO(b"j" * 5000)
         await storage.save(record.id, original, "image/png", converted(record, jpeg))
 
@@ -189,7 +191,7 @@ asyncio.run(save())
 
 
 def stored_files(data: Path) -> list[str]:
-    folders = ("originals", "images", "reduced", "half")
+    folders = ("originals", "images", *(copy.value for copy in Copy))
     return sorted(
         str(path.relative_to(data)) for folder in folders for path in data.glob(f"{folder}/*")
     )
@@ -219,6 +221,7 @@ async def test_what_a_crash_in_the_middle_of_a_local_save_left_is_removed(
         assert orphans_removed((await client.simulate_get("/metrics")).text) == 1
         created = (await client.simulate_post("/images", body=samples.jpeg((2000, 1000)))).json
         assert stored_files(data) == [
+            f"eighth/{created['id']}.jpeg",
             f"images/{created['id']}.jpeg",
             f"originals/{created['id']}",
             f"reduced/{created['id']}.jpeg",
