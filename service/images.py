@@ -43,6 +43,9 @@ SPOOL_MEMORY_BYTES = 1024 * 1024
 #   which renders from its half copy: reading the 1/4 copy for its record would be a read for
 #   nothing, and the half copy (1 MB) is read only once its job is admitted.
 SOURCE_WITH_RECORD_MAX_PIXELS = 1_000_000
+# NOTE: images whose copies a worker remembers (about 200 bytes each).
+COPIES_SEEN_MAX = 10_000
+LIKELY_EIGHTH_OF = (8_000_000, 24_000_000)  # pixels of the images
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,19 @@ class Copy(enum.Enum):
 
 # NOTE: the copies thumbnails render from, smallest first.
 SOURCE_COPIES = (Copy.REDUCED, Copy.HALF)
+
+
+def copy_for(copies: processing.Copies, size: Size, format: Format) -> Copy | None:
+    """The copy a thumbnail of `size` in `format` is made from: the 1/8 thumbnail itself
+    (encoded as a JPEG thumbnail is), or the smallest that renders it well; None for the
+    JPEG."""
+    if format == JPEG and copies.eighth == size:
+        return Copy.EIGHTH
+    for copy in SOURCE_COPIES:
+        copy_size: Size | None = getattr(copies, copy.value)
+        if copy_size is not None and processing.resizes_well(copy_size, size):
+            return copy
+    return None
 
 
 def copy_sizes(sizes: dict[Copy, Size | None]) -> processing.Copies:
@@ -298,6 +314,10 @@ class ImageService:
         self._clock = clock
         # NOTE: concurrent requests for one thumbnail share one render (single flight).
         self._renders: dict[RenderKey, asyncio.Future[bytes]] = {}
+        # NOTE: the copies of images whose thumbnails were asked here lately, to open the one a
+        #   size is made from first (a read of the store more costs more than a render's
+        #   encode); a hint, never proof: what is opened says whether the image is still there.
+        self._copies_seen: dict[UUID, processing.Copies] = {}
 
     def thumbnail_sizes(self, record: ImageRecord) -> list[Size]:
         return thumbnail_sizes(record.size, self._min_thumb_size)
@@ -420,15 +440,17 @@ class ImageService:
         admitted."""
         if size[0] * size[1] > SOURCE_WITH_RECORD_MAX_PIXELS:
             record = (await self._storage.stat(image_id)).record
+            self._seen(record)
             self._check_thumbnail_size(record, size)
             return ThumbnailSource(record, None)
-        # NOTE: the 1/8 thumbnail first where the size can be one: the size a page asks most.
-        tried = [Copy.EIGHTH] if size[0] * size[1] * 64 >= processing.REDUCED_MIN_PIXELS else []
-        stored, copy = await self._open_first(image_id, [*tried, Copy.REDUCED])
+        stored, copy = await self._open_first(
+            image_id, self._copies_to_open(image_id, size, format)
+        )
         try:
             record = stored.record
+            self._seen(record)
             self._check_thumbnail_size(record, size)
-            if copy is not None and copy is not self._copy_for(record, size, format):
+            if copy is not None and copy is not copy_for(record.copies, size, format):
                 if copy is Copy.EIGHTH:  # 30 KB: read, so that the connection is kept
                     await stored.read_all()
                 return ThumbnailSource(record, None)
@@ -436,6 +458,23 @@ class ImageService:
             return ThumbnailSource(record, Source(await stored.read_all(), source_size))
         finally:
             await stored.close()
+
+    def _copies_to_open(self, image_id: UUID, size: Size, format: Format) -> list[Copy]:
+        """The copies thumbnail_source() tries, in order, before the JPEG."""
+        seen = self._copies_seen.get(image_id)
+        if seen is not None:
+            copy = copy_for(seen, size, format)
+            return [copy] if copy else []
+        # NOTE: a guess, as a wrong one costs a read either way: the 1/8 thumbnail first for the
+        #   sizes that most likely are one, those of camera photos (8 to 24 MP).
+        pixels = size[0] * size[1] * 64
+        likely_eighth = format == JPEG and LIKELY_EIGHTH_OF[0] <= pixels <= LIKELY_EIGHTH_OF[1]
+        return [Copy.EIGHTH, Copy.REDUCED] if likely_eighth else [Copy.REDUCED]
+
+    def _seen(self, record: ImageRecord) -> None:
+        if len(self._copies_seen) >= COPIES_SEEN_MAX and record.id not in self._copies_seen:
+            del self._copies_seen[next(iter(self._copies_seen))]  # the oldest
+        self._copies_seen[record.id] = record.copies
 
     async def _open_first(
         self, image_id: UUID, copies: list[Copy]
@@ -491,7 +530,7 @@ class ImageService:
     async def _render(
         self, record: ImageRecord, size: Size, format: Format, source: Source | None
     ) -> bytes:
-        copy = self._copy_for(record, size, format)
+        copy = copy_for(record.copies, size, format)
         if copy is Copy.EIGHTH:  # made at upload as this very thumbnail
             return (
                 source.jpeg
@@ -515,10 +554,10 @@ class ImageService:
             smaller = [
                 s
                 for s in self.thumbnail_sizes(record)
-                if s[0] < size[0] and self._copy_for(record, s, format) is not Copy.EIGHTH
+                if s[0] < size[0] and copy_for(record.copies, s, format) is not Copy.EIGHTH
             ]
             next_size = smaller[0] if smaller else size
-            same_source = self._copy_for(record, next_size, format) is copy
+            same_source = copy_for(record.copies, next_size, format) is copy
             hand_on_size = next_size if same_source else None
             memory = processing.decode_and_render_bytes(source_size, size, hand_on_size)
             # NOTE: a source not read yet is read once admitted: a job waiting for its turn
@@ -535,18 +574,6 @@ class ImageService:
             if next_level is not None:
                 hand_on(next_level)
             return thumbnail
-
-    def _copy_for(self, record: ImageRecord, size: Size, format: Format) -> Copy | None:
-        """The copy a thumbnail of `size` in `format` is made from: the 1/8 thumbnail itself
-        (encoded as a JPEG thumbnail is), or the smallest that renders it well; None for the
-        JPEG."""
-        if format == JPEG and record.copies.eighth == size:
-            return Copy.EIGHTH
-        for copy in SOURCE_COPIES:
-            copy_size = record.copy_size(copy)
-            if copy_size is not None and processing.resizes_well(copy_size, size):
-                return copy
-        return None
 
     def _source_size(self, record: ImageRecord, copy: Copy | None) -> Size:
         return (record.copy_size(copy) if copy else None) or record.size
@@ -577,6 +604,7 @@ class ImageService:
         authorize(record)
         await self._storage.delete(record)
         self._levels.forget(image_id)
+        self._copies_seen.pop(image_id, None)
 
     async def original(
         self, image_id: UUID, authorize: Callable[[ImageRecord], None]

@@ -149,37 +149,49 @@ async def test_thumbnails_render_from_the_copies_not_the_jpeg(
         assert samples.difference(thumbnail, upload) < 32, path  # black: about 128
 
 
-@pytest.mark.parametrize(
-    ("thumbnail", "reads"),
-    [
-        pytest.param(2, 1, id="the 1/8 thumbnail"),
-        pytest.param(3, 1, id="from the 1/4 copy"),
-        # NOTE: a size that could be a 1/8 thumbnail is looked for there first.
-        pytest.param(1, 2, id="the 1/4 copy's own size"),
-    ],
-)
-async def test_a_small_thumbnail_is_read_with_its_record(
-    s3_client: falcon.testing.ASGIConductor, thumbnail: int, reads: int
-) -> None:
-    """The copy says its image's record: no stat before it is read."""
-    client = s3_client
-    created = (await client.simulate_post("/images", body=samples.jpeg((2400, 1600)))).json
-
-    async def s3_calls() -> dict[str, float]:
-        metrics = samples_of((await client.simulate_get("/metrics")).text)
-        counted = "asgilook_s3_request_duration_seconds_count"
-        return {
-            operation: metrics.get((counted, (("operation", operation),)), 0)
-            for operation in ("get_object", "head_object")
-        }
-
-    before = await s3_calls()
-    assert (await client.simulate_get(created["thumbnails"][thumbnail])).status_code == 200
-    after = await s3_calls()
-    assert after == {
-        "get_object": before["get_object"] + reads,
-        "head_object": before["head_object"],
+async def s3_calls(client: falcon.testing.ASGIConductor) -> dict[str, float]:
+    metrics = samples_of((await client.simulate_get("/metrics")).text)
+    counted = "asgilook_s3_request_duration_seconds_count"
+    return {
+        operation: metrics.get((counted, (("operation", operation),)), 0)
+        for operation in ("get_object", "head_object")
     }
+
+
+async def reads_of(client: falcon.testing.ASGIConductor, path: str) -> float:
+    """The GetObject calls a GET of `path` made, asserting that it made no HeadObject."""
+    before = await s3_calls(client)
+    assert (await client.simulate_get(path)).status_code == 200
+    after = await s3_calls(client)
+    assert after["head_object"] == before["head_object"]
+    return after["get_object"] - before["get_object"]
+
+
+@pytest.mark.parametrize("thumbnail", [1, 2, 3], ids=["1000x750", "500x375", "250x187"])
+async def test_a_small_thumbnail_of_a_photo_is_one_read_of_the_bucket(
+    s3_client: falcon.testing.ASGIConductor, thumbnail: int
+) -> None:
+    """The copy it is made from (or the 1/8 thumbnail itself) says its image's record: no stat
+    before it is read."""
+    created = (await s3_client.simulate_post("/images", body=samples.jpeg((4000, 3000)))).json
+    assert await reads_of(s3_client, created["thumbnails"][thumbnail]) == 1
+
+
+async def test_once_an_image_s_copies_are_read_its_thumbnails_are_one_read(
+    s3_client: falcon.testing.ASGIConductor,
+) -> None:
+    """A 2400x1600 image's 1/8 thumbnail is smaller than a camera photo's: looked for after the
+    1/4 copy, which says it exists. The copies known, each size is one read."""
+    created = (await s3_client.simulate_post("/images", body=samples.jpeg((2400, 1600)))).json
+    eighth, reduced, smaller = (
+        created["thumbnails"][2],
+        created["thumbnails"][1],
+        created["thumbnails"][3],
+    )
+    assert eighth.endswith("/300x200.jpeg")
+    assert await reads_of(s3_client, eighth) == 2
+    assert await reads_of(s3_client, reduced) == 1
+    assert await reads_of(s3_client, smaller) == 1
 
 
 async def test_the_1_8_thumbnail_is_served_as_stored_in_jpeg_only(
