@@ -473,27 +473,30 @@ Notes:
   hit row is the same server at WARNING, beside the production figure, never instead of it.
 - Uploads: one client, one after the other. Upright photos are served as received (minus
   metadata: no re-encode; they are still decoded at 1/2 scale to refuse damaged files, and
-  that decode becomes the copies at 1/2 and 1/4 scale, encoded at quality 90); turned ones
-  (EXIF orientation 6, as phones store them) are decoded, turned and encoded at quality 90,
-  and their copies made from the same pixels. The seed decodes and
-  encodes every upload at quality 75 and writes a local file; ASGILook writes the original
-  (while it converts), the served JPEG and the two copies to SeaweedFS, between a pending
-  marker and an index entry (all-or-nothing). SeaweedFS runs on the same two cores: storing
-  about 6 MB per upload costs it CPU the upload's check then waits for. The "embedded store"
-  rows are the same uploads to ASGILook with its local store (files and SQLite on this disk,
-  where the seed writes too), beside the production rows, never instead of them.
+  that decode becomes the copies at 1/2 and 1/4 scale, encoded at quality 90, and the
+  thumbnail at 1/8 scale); turned ones (EXIF orientation 6, as phones store them) are decoded,
+  turned and encoded at quality 90, and their copies made from the same pixels. The seed
+  decodes and encodes every upload at quality 75 and writes a local file; ASGILook writes the
+  original (while it converts), the served JPEG, the two copies and the 1/8 thumbnail to
+  SeaweedFS, between a pending marker and an index entry (all-or-nothing). SeaweedFS runs on
+  the same two cores: storing about 6 MB per upload costs it CPU the upload's check then waits
+  for. The "embedded store" rows are the same uploads to ASGILook with its local store (files
+  and SQLite on this disk, where the seed writes too), beside the production rows, never
+  instead of them.
 - Misses are fetched each once, over 8 connections (a browser's 6 to 8), by an httpx client;
   every request a thumbnail never rendered. The mix asks each image's five sizes smallest
   first, the next size of an image three images later: one image's sizes reach different
   connections and workers, as a page's grid size, then a viewer's larger size, would.
 - thumbor (PIL engine, file loader, quality 75, 2 processes with 2 engine threads each) reads
   the very JPEG ASGILook serves ("same source bytes"), and also the seed's stored q75 re-encode
-  of it, which is about half as costly to decode. ASGILook renders sizes up to 1000x750 from
-  the copy at 1/4 scale (about 300 KB) it made at upload, and 2000x1500 from the one at 1/2
-  scale (about 1 MB): never from the JPEG.
+  of it, which is about half as costly to decode. ASGILook renders 1000x750, 250x187 and
+  125x93 from the copy at 1/4 scale (about 300 KB) it made at upload, and 2000x1500 from the
+  one at 1/2 scale (about 1 MB): never from the JPEG. 500x375, the 1/8 scale, it rendered at
+  upload (from the pixels its check decoded, as it renders any thumbnail) and stored: it
+  serves it as stored, without a decode or an encode. thumbor and the seed render it.
 - Cold page: 100 photos uploaded and never viewed; the listing of them (timed, and added to
   ASGILook's time to the last byte), then each one's grid-size thumbnail (the third of the
-  series) over 8 connections. thumbor and the seed get the same thumbnails.
+  series, the 1/8 scale) over 8 connections. thumbor and the seed get the same thumbnails.
 - Single sizes: the same 60 images for every size, smallest first (a smaller size's render
   leaves nothing a larger one can use).
 - Hits: one hot thumbnail over 32 connections with wrk; ASGILook answers it in front of Falcon,
