@@ -128,13 +128,14 @@ def wrk(url: str, paths: list[str], seconds: float, connections: int, work: Path
 def interleaved(
     ours: Callable[[], dict], other: Callable[[], dict], rounds: int = 3
 ) -> list[float]:
-    """The median req/s of each of two wrk runs, taken in turns (ours, other, ours, ...): on a
-    shared machine, a burst of load from elsewhere then weighs on both alike."""
+    """The median req/s of each of two wrk runs, taken in turns (ours, other, ours, ...) after
+    one of each left out (the first ran 0.58x where the next four ran 0.77-0.91x): on a shared
+    machine, a burst of load from elsewhere then weighs on both alike."""
     taken: list[list[float]] = [[], []]
-    for _ in range(rounds):
+    for _ in range(rounds + 1):
         for figures, run in zip(taken, (ours, other), strict=True):
             figures.append(run()["rps"])
-    return [statistics.median(figures) for figures in taken]
+    return [statistics.median(figures[1:]) for figures in taken]
 
 
 def raw_pillow_ops(source: bytes, workers: int, seconds: float, kind: str) -> float:
@@ -514,7 +515,8 @@ Notes:
 - Hits: one hot thumbnail over 32 connections with wrk; ASGILook answers it in front of Falcon,
   from the worker's memory. The bare app is Falcon returning the same bytes with no
   middleware, under the same uvicorn settings. Each figure is the median of 3 runs taken in
-  turns with the bare app's, so that a burst of load from elsewhere weighs on both alike.
+  turns with the bare app's, after one of each left out, so that a burst of load from
+  elsewhere weighs on both alike.
 - Peak RSS is the largest VmHWM of the workers, reset before the mix. The image threads of a
   worker hold at most ASGILOOK_IMAGE_MEMORY_BYTES (default 24 MiB) of decoded pixels at once.
 """
