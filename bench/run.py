@@ -29,11 +29,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 import httpx
 from PIL import Image
 
+T = TypeVar("T")
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SEED = REPO.parent / "shared" / "baseline-seed"
@@ -172,6 +174,25 @@ def upload_all(url: str, bodies: list[bytes]) -> tuple[list[dict], list[float]]:
             response.raise_for_status()
             created.append(response.json())
     return created, seconds
+
+
+def with_server_cpu(run: Callable[[], T], calls: int) -> tuple[T, float]:
+    """What run() returns, and the CPU time per call that the machine spent outside this
+    process while it ran (the servers: SeaweedFS and Redis included), from /proc/stat."""
+
+    def busy() -> float:
+        user, nice, system, _idle, _iowait, irq, softirq = map(
+            int, Path("/proc/stat").read_text().split()[1:8]
+        )
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+    def own() -> float:
+        times = os.times()
+        return times.user + times.system
+
+    started, own_started = busy(), own()
+    result = run()
+    return result, ((busy() - started) - (own() - own_started)) / calls
 
 
 def p99(values: list[float]) -> float:
@@ -354,11 +375,15 @@ def run(args: argparse.Namespace) -> list[Row]:
             # Uploads: upright photos (kept as received, minus metadata) and turned ones (decoded,
             # turned and encoded), one client, against the seed (which decodes and encodes all).
             images, upload_ours = upload_all(ours.url, bodies)
-            seed_images, upload_seed = upload_all(base.url, bodies)
+            (seed_images, upload_seed), seed_cpu = with_server_cpu(
+                lambda: upload_all(base.url, bodies), len(bodies)
+            )
             turned_bodies = [turned(n, size) for n in range(args.turned)]
             _, turned_ours = upload_all(ours.url, turned_bodies)
             _, turned_seed = upload_all(base.url, turned_bodies)
-            _, upright_1w = upload_all(servers["asgilook-1w"].url, bodies[: args.turned])
+            (_, upright_1w), upright_1w_cpu = with_server_cpu(
+                lambda: upload_all(servers["asgilook-1w"].url, bodies[: args.turned]), args.turned
+            )
             _, turned_1w = upload_all(servers["asgilook-1w"].url, turned_bodies)
             _, upright_local = upload_all(servers["asgilook-local"].url, bodies[: args.turned])
             _, turned_local = upload_all(servers["asgilook-local"].url, turned_bodies)
@@ -375,6 +400,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                                                   ("p99", p99, None)]:  # fmt: skip
                     row(f"Upload, {label}, {name}", measure(ours_seconds) * 1000,
                         measure(seed_seconds) * 1000, "ms", seed, if_seed(p50_target))  # fmt: skip
+            row("Upload, upright, 1 worker, CPU per upload (all servers: SeaweedFS, Redis)",
+                upright_1w_cpu * 1000, seed_cpu * 1000, "ms", seed, None)  # fmt: skip
             # NOTE: thumbor reads the very bytes ASGILook renders from (an upright upload is
             #   served as received), and the seed's stored q75 re-encode of them.
             thumbor_images = work / "thumbor-images"
@@ -504,7 +531,8 @@ Notes:
   the same two cores: storing about 6 MB per upload costs it CPU the upload's check then waits
   for. The "embedded store" rows are the same uploads to ASGILook with its local store (files
   and SQLite on this disk, where the seed writes too), beside the production rows, never
-  instead of them.
+  instead of them. "CPU per upload" is the CPU time the whole machine spent, less the client's,
+  while one worker took the uploads (SeaweedFS's and Redis's included), against the seed's.
 - Misses are fetched each once, over 8 connections (a browser's 6 to 8), by an httpx client;
   every request a thumbnail never rendered. The mix asks each image's five sizes smallest
   first, the next size of an image three images later: one image's sizes reach different
