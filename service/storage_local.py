@@ -52,19 +52,15 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS janitor_rounds (round INTEGER PRIMARY KEY);
 """
+_COPY_COLUMNS = [f"{copy.value}_{side}" for copy in Copy for side in ("width", "height")]
 _ADDED_COLUMNS = {
     "owner": "TEXT",
     "name": "TEXT",
     "original_type": "TEXT NOT NULL DEFAULT 'application/octet-stream'",
-    "reduced_width": "INTEGER",
-    "reduced_height": "INTEGER",
-    "half_width": "INTEGER",
-    "half_height": "INTEGER",
-    "eighth_width": "INTEGER",
-    "eighth_height": "INTEGER",
+    **dict.fromkeys(_COPY_COLUMNS, "INTEGER"),
 }
-_COPY_COLUMNS = [f"{copy.value}_{side}" for copy in Copy for side in ("width", "height")]
-_RECORD_COLUMNS = ", ".join(["id", "width", "height", "modified", "owner", "name", *_COPY_COLUMNS])
+_RECORD_COLUMN_NAMES = ["id", "width", "height", "modified", "owner", "name", *_COPY_COLUMNS]
+_RECORD_COLUMNS = ", ".join(_RECORD_COLUMN_NAMES)
 
 
 class LocalStorage:
@@ -212,7 +208,7 @@ class LocalStorage:
         with self._transaction():
             self._database.execute(
                 f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
-                f"VALUES ({', '.join('?' * (7 + len(_COPY_COLUMNS)))})",
+                f"VALUES ({', '.join('?' * (len(_RECORD_COLUMN_NAMES) + 1))})",
                 (
                     str(record.id),
                     *record.size,
