@@ -30,6 +30,7 @@ from PIL import (  # noqa: F401
 
 from .errors import ImageTooLarge, InvalidImage, ServiceError, UnsupportedImage
 from .formats import JPEG, Format
+from .originals import ByteRun, write_difference
 
 Size = tuple[int, int]
 
@@ -121,9 +122,10 @@ def identify(source: BinaryIO, max_pixels: int) -> Identified:
         return Identified(media_type, image.size, _servable_as_is(image))
 
 
-def strip(source: BinaryIO, max_pixels: int, output: BinaryIO) -> Size | None:
-    """Write a JPEG that can be served as it is to `output`, minus its metadata, and give its
-    size; None (and nothing written) for an image that must be converted.
+def strip(source: BinaryIO, max_pixels: int, output: BinaryIO, difference: BinaryIO) -> Size | None:
+    """Write a JPEG that can be served as it is to `output`, minus its metadata, and what it
+    lacks of the upload to `difference` (originals.write_difference); give its size. None
+    (and nothing written) for an image that must be converted.
 
     No generation loss, no decode or re-encode, and copied in chunks, so a large one is never
     whole in memory; but nothing is decoded either: check() must follow before it is served.
@@ -132,7 +134,9 @@ def strip(source: BinaryIO, max_pixels: int, output: BinaryIO) -> Size | None:
         _check_header(image, max_pixels)
         if not _servable_as_is(image):
             return None
-        if _copy_without_metadata(source, output):
+        removed = _copy_without_metadata(source, output)
+        if removed is not None:
+            write_difference(source, removed, difference)
             return image.size
     output.seek(0)
     output.truncate()
@@ -356,52 +360,79 @@ def _servable_as_is(image: Image.Image) -> bool:
     )
 
 
-def _copy_without_metadata(source: BinaryIO, output: BinaryIO) -> bool:
-    """Copy the first JPEG of a file with only what decoding needs: no EXIF, XMP, IPTC, comments.
+def _copy_without_metadata(source: BinaryIO, output: BinaryIO) -> tuple[ByteRun, ...] | None:
+    """Copy the first JPEG of a file with only what decoding needs: no EXIF, XMP, IPTC, comments;
+    give the byte runs left out.
 
     Segments before the scan are kept unless they are metadata (APP0 JFIF and APP14 Adobe,
     which says how to read the colours, stay); then the image data up to the first EOI, which
-    drops what follows, such as the second picture of an MPO file and its EXIF. False if the
+    drops what follows, such as the second picture of an MPO file and its EXIF. None if the
     layout is not the plain one this expects: the caller then re-encodes.
     """
+    removed = _ByteRuns()
     source.seek(0)
     if source.read(2) != b"\xff\xd8":
-        return False
+        return None
     output.write(b"\xff\xd8")
     while True:
         marker = source.read(2)
         if len(marker) < 2 or marker[0] != 0xFF:
-            return False
+            return None
         if marker[1] == 0xFF:  # a fill byte before a marker
-            source.seek(-1, io.SEEK_CUR)
+            removed.add(source.seek(-1, io.SEEK_CUR) - 1, 1)
             continue
         if marker[1] == 0xDA:  # start of scan: the image data follows, up to the first EOI
             output.write(marker)
-            return _copy_to_end_of_image(source, output)
+            end = _copy_to_end_of_image(source, output)
+            if end is None:
+                return None
+            removed.add(end, source.seek(0, io.SEEK_END) - end)
+            return removed.runs()
         length_bytes = source.read(2)
         length = int.from_bytes(length_bytes, "big")
         if len(length_bytes) < 2 or length < 2:
-            return False
+            return None
         if (0xE1 <= marker[1] <= 0xEF and marker[1] != 0xEE) or marker[1] == 0xFE:
-            source.seek(length - 2, io.SEEK_CUR)  # metadata: skipped unread
+            # NOTE: metadata: skipped unread (the seek says where it ends)
+            removed.add(source.seek(length - 2, io.SEEK_CUR) - length - 2, length + 2)
             continue
         segment = source.read(length - 2)
         if len(segment) < length - 2:
-            return False
+            return None
         output.write(marker + length_bytes + segment)
 
 
-def _copy_to_end_of_image(source: BinaryIO, output: BinaryIO) -> bool:
+def _copy_to_end_of_image(source: BinaryIO, output: BinaryIO) -> int | None:
+    """Copy up to the first EOI marker, included; where the bytes after it start."""
     previous = b""
     while chunk := source.read(COPY_CHUNK_BYTES):
         # NOTE: one byte of the last chunk, in case the EOI marker straddles the two.
         end = (previous[-1:] + chunk).find(b"\xff\xd9")
         if end >= 0:
-            output.write(chunk[: end + 2 - len(previous[-1:])])
-            return True
+            kept = end + 2 - len(previous[-1:])
+            output.write(chunk[:kept])
+            return source.tell() - len(chunk) + kept
         output.write(chunk)
         previous = chunk
-    return False
+    return None
+
+
+class _ByteRuns:
+    """Byte runs in file order, the adjacent joined."""
+
+    def __init__(self) -> None:
+        self._runs: list[ByteRun] = []
+
+    def add(self, start: int, length: int) -> None:
+        if length <= 0:
+            return
+        if self._runs and sum(self._runs[-1]) == start:
+            self._runs[-1] = (self._runs[-1][0], self._runs[-1][1] + length)
+        else:
+            self._runs.append((start, length))
+
+    def runs(self) -> tuple[ByteRun, ...]:
+        return tuple(self._runs)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
 
+from . import originals
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
 from .images import (
     ByteRange,
@@ -23,8 +24,10 @@ from .images import (
     Copy,
     ImageRecord,
     ImageStat,
+    KeptOriginal,
     StoredImage,
     copy_sizes,
+    restored_original,
 )
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ CREATE TABLE IF NOT EXISTS images (
     owner TEXT,  -- the name of the API key that uploaded it
     name TEXT,  -- the file name it was uploaded under
     original_type TEXT NOT NULL DEFAULT 'application/octet-stream',
+    original_form TEXT NOT NULL DEFAULT 'whole',  -- or 'difference' (originals.py)
     reduced_width INTEGER,  -- the size of the copy at 1/4 scale, if the image has one
     reduced_height INTEGER,
     half_width INTEGER,  -- the size of the copy at 1/2 scale, if the image has one
@@ -57,6 +61,7 @@ _ADDED_COLUMNS = {
     "owner": "TEXT",
     "name": "TEXT",
     "original_type": "TEXT NOT NULL DEFAULT 'application/octet-stream'",
+    "original_form": "TEXT NOT NULL DEFAULT 'whole'",
     **dict.fromkeys(_COPY_COLUMNS, "INTEGER"),
 }
 _RECORD_COLUMN_NAMES = ["id", "width", "height", "modified", "owner", "name", *_COPY_COLUMNS]
@@ -64,7 +69,8 @@ _RECORD_COLUMNS = ", ".join(_RECORD_COLUMN_NAMES)
 
 
 class LocalStorage:
-    """Layout under the root: originals/{id}, images/{id}.jpeg, the copies eighth/{id}.jpeg,
+    """Layout under the root: originals/{id} (whole, or what the JPEG lacks of the upload, as
+    its row's original_form says), images/{id}.jpeg, the copies eighth/{id}.jpeg,
     reduced/{id}.jpeg and half/{id}.jpeg (large images only) and index.sqlite3.
 
     A save reserves its id (a pending row) before it writes a file, so a failed one removes
@@ -94,19 +100,21 @@ class LocalStorage:
     async def save(
         self,
         image_id: UUID,
-        original: IO[bytes],
+        original: KeptOriginal,
         original_type: str,
         converted: Awaitable[ConvertedUpload],
     ) -> None:
         await self._run(self._reserve, image_id)
         original_written = asyncio.ensure_future(
-            self._run(self._write, self._original_path(image_id), original)
+            self._run(self._write, self._original_path(image_id), original.file)
         )
         try:
             upload = await converted
             await original_written
             await self._run(self._write, self._jpeg_path(image_id), upload.jpeg)
-            await self._run(self._finish, upload.record, await upload.copies, original_type)
+            await self._run(
+                self._finish, upload.record, await upload.copies, original_type, original.form
+            )
         except BaseException:
             original_written.cancel()
             # NOTE: the one disk thread runs this after any write still in progress.
@@ -121,8 +129,16 @@ class LocalStorage:
         return self._stream(record, file, byte_range)
 
     async def open_original(self, record: ImageRecord) -> StoredImage:
-        content_type, file = await self._run(self._open_original, record.id)
-        return self._stream(record, file, None, content_type)
+        content_type, form, file = await self._run(self._open_original, record.id)
+        kept = self._stream(record, file, None, content_type)
+        if form == originals.WHOLE:
+            return kept
+        try:
+            jpeg = await self.open(record.id)
+        except BaseException:
+            await kept.close()
+            raise
+        return await restored_original(jpeg, kept, content_type)
 
     async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
         record, file = await self._run(self._open_copy, image_id, copy)
@@ -200,15 +216,19 @@ class LocalStorage:
             raise ImageExists("an image with this id is stored already")
 
     def _finish(
-        self, record: ImageRecord, copies: dict[Copy, IO[bytes]], original_type: str
+        self,
+        record: ImageRecord,
+        copies: dict[Copy, IO[bytes]],
+        original_type: str,
+        original_form: str,
     ) -> None:
         """Write the copies, then list the image."""
         for copy, file in copies.items():
             self._write(self._copy_path(record.id, copy), file)
         with self._transaction():
             self._database.execute(
-                f"INSERT INTO images ({_RECORD_COLUMNS}, original_type) "
-                f"VALUES ({', '.join('?' * (len(_RECORD_COLUMN_NAMES) + 1))})",
+                f"INSERT INTO images ({_RECORD_COLUMNS}, original_type, original_form) "
+                f"VALUES ({', '.join('?' * (len(_RECORD_COLUMN_NAMES) + 2))})",
                 (
                     str(record.id),
                     *record.size,
@@ -217,6 +237,7 @@ class LocalStorage:
                     record.name,
                     *(side for copy in Copy for side in record.copy_size(copy) or (None, None)),
                     original_type,
+                    original_form,
                 ),
             )
             self._database.execute("DELETE FROM pending WHERE id = ?", (str(record.id),))
@@ -243,13 +264,13 @@ class LocalStorage:
             raise ImageNotFound(f"this image has no {copy.value} copy")
         return record, _open_file(self._copy_path(image_id, copy))
 
-    def _open_original(self, image_id: UUID) -> tuple[str, IO[bytes]]:
+    def _open_original(self, image_id: UUID) -> tuple[str, str, IO[bytes]]:
         row = self._database.execute(
-            "SELECT original_type FROM images WHERE id = ?", (str(image_id),)
+            "SELECT original_type, original_form FROM images WHERE id = ?", (str(image_id),)
         ).fetchone()
         if row is None:
             raise ImageNotFound("no image with this id")
-        return row[0], _open_file(self._original_path(image_id))
+        return row[0], row[1], _open_file(self._original_path(image_id))
 
     def _delete(self, image_id: UUID) -> None:
         self._record(image_id)

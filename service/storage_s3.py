@@ -1,7 +1,8 @@
 """Storage in an S3-compatible bucket (AWS S3, MinIO, SeaweedFS) through aioboto3.
 
 Keys, under the configured prefix:
-  originals/{id}               the upload exactly as received
+  originals/{id}               the upload exactly as received, or (user metadata form:
+                               difference) what the served JPEG lacks of it (originals.py)
   images/{id}.jpeg             the JPEG served, with width, height and modified as user metadata
   eighth/{id}.jpeg             the thumbnail at 1/8 scale, made at upload (large images), with
                                the JPEG's metadata: a thumbnail miss reads it alone
@@ -38,6 +39,7 @@ import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import originals
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
 from .images import (
     ByteRange,
@@ -45,8 +47,10 @@ from .images import (
     Copy,
     ImageRecord,
     ImageStat,
+    KeptOriginal,
     StoredImage,
     copy_sizes,
+    restored_original,
 )
 from .metrics import Metrics
 
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
 IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
+ORIGINAL_FORM = "form"  # user metadata of an original: originals.WHOLE or originals.DIFFERENCE
 NAME_SEGMENT = 240  # characters of a percent-encoded file name per segment of a key
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _ALREADY_EXISTS = "PreconditionFailed"  # a conditional write found the key taken
@@ -148,7 +153,7 @@ class S3Storage:
     async def save(
         self,
         image_id: UUID,
-        original: IO[bytes],
+        original: KeptOriginal,
         original_type: str,
         converted: Awaitable[ConvertedUpload],
     ) -> None:
@@ -162,7 +167,12 @@ class S3Storage:
             # NOTE: timed as one "upload", the wait for the conversion it overlaps included.
             with self._call("upload"):
                 await self._create(self._pending_key(image_id), b"", writes)
-                put(self._original_key(image_id), original, ContentType=original_type)
+                put(
+                    self._original_key(image_id),
+                    original.file,
+                    ContentType=original_type,
+                    Metadata={ORIGINAL_FORM: original.form},
+                )
                 upload = await converted
                 record = upload.record
                 metadata = _metadata(record)
@@ -252,7 +262,16 @@ class S3Storage:
             response = await self._client.get_object(
                 Bucket=self._bucket, Key=self._original_key(record.id)
             )
-        return self._stream(record, response, None, response["ContentType"])
+        kept = self._stream(record, response, None, response["ContentType"])
+        # NOTE: stored before originals said their form: whole.
+        if response["Metadata"].get(ORIGINAL_FORM, originals.WHOLE) == originals.WHOLE:
+            return kept
+        try:
+            jpeg = await self.open(record.id)
+        except BaseException:
+            await kept.close()
+            raise
+        return await restored_original(jpeg, kept, kept.content_type)
 
     async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
         with self._call("get_object"):

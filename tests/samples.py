@@ -32,6 +32,37 @@ def jpeg_with_exif(size: tuple[int, int] = (640, 480)) -> bytes:
     return output.getvalue()
 
 
+def upright_jpeg_with_metadata(size: tuple[int, int] = (640, 480)) -> bytes:
+    """A camera JPEG served as uploaded: upright, with EXIF (a GPS position), XMP and a
+    comment, which the served JPEG drops and the original keeps."""
+    image = Image.new("RGB", size, "blue")
+    image.paste((255, 255, 0), (0, 0, size[0] // 4, size[1]))
+    exif = image.getexif()
+    exif[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    output = io.BytesIO()
+    image.save(
+        output, "JPEG", exif=exif, xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>",
+        comment=b"on holiday", quality=90,
+    )  # fmt: skip
+    return output.getvalue()
+
+
+def with_fill_bytes(jpeg_bytes: bytes) -> bytes:
+    """The same JPEG with fill bytes (0xFF) before the markers after SOI, which the format
+    allows and some encoders write."""
+    return jpeg_bytes[:2] + b"\xff\xff\xff" + jpeg_bytes[2:]
+
+
+def mpo(size: tuple[int, int] = (640, 480)) -> bytes:
+    """A phone's multi-picture JPEG: a second picture, with its own EXIF, after the first."""
+    output = io.BytesIO()
+    first, second = Image.new("RGB", size, "blue"), Image.new("RGB", size, "red")
+    exif = first.getexif()
+    exif[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    first.save(output, "MPO", save_all=True, append_images=[second], exif=exif, quality=90)
+    return output.getvalue()
+
+
 def turned(upright: bytes) -> bytes:
     """A JPEG as phones store one: its pixels sideways, EXIF orientation 8 (turn 90 degrees
     counter-clockwise to view), so that it shows as `upright` does."""

@@ -187,20 +187,37 @@ async def test_cached_answers_say_nosniff_too(client: falcon.testing.ASGIConduct
         assert result.headers["X-Content-Type-Options"] == "nosniff"
 
 
+# NOTE: a turned photo is re-encoded, and its original kept whole; one served as uploaded keeps
+#   its original as what the served JPEG lacks of it (EXIF and GPS, XMP, a second picture...).
+@pytest.mark.parametrize(
+    ("upload", "media_type"),
+    [
+        pytest.param(samples.jpeg_with_exif(), "image/jpeg", id="turned"),
+        pytest.param(samples.upright_jpeg_with_metadata(), "image/jpeg", id="upright"),
+        pytest.param(
+            samples.with_fill_bytes(samples.upright_jpeg_with_metadata()),
+            "image/jpeg",
+            id="upright, fill bytes",
+        ),
+        pytest.param(samples.mpo(), "image/mpo", id="MPO"),
+        pytest.param(samples.upright_jpeg_with_metadata((4000, 3000)), "image/jpeg", id="12 MP"),
+    ],
+)
 async def test_the_original_is_the_upload_exactly_as_received(
-    client: falcon.testing.ASGIConductor,
+    client: falcon.testing.ASGIConductor, upload: bytes, media_type: str
 ) -> None:
-    upload = samples.jpeg_with_exif()  # with a GPS position, which the served JPEG drops
     created = await client.simulate_post("/images", body=upload, headers=CALLERS["admin"])
     original = await client.simulate_get(
         f"/images/{created.json['id']}/original", headers=CALLERS["admin"]
     )
     assert original.content == upload
-    assert original.headers["Content-Type"] == "image/jpeg"
-    name = f"{created.json['id']}.jpg"  # no file name given: the id, and the type's extension
-    assert original.headers["Content-Disposition"] == (
-        f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
-    )
+    assert original.headers["Content-Length"] == str(len(upload))
+    assert original.headers["Content-Type"] == media_type
+    if media_type == "image/jpeg":
+        name = f"{created.json['id']}.jpg"  # no file name given: the id, and its extension
+        assert original.headers["Content-Disposition"] == (
+            f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
+        )
     assert original.headers["Cache-Control"] == "private, no-store"
     assert samples.has_exif(original.content)
     assert not samples.has_exif((await client.simulate_get(created.json["image"])).content)

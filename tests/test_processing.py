@@ -31,7 +31,7 @@ def normalise(data: bytes, max_pixels: int = 50_000_000) -> Normalised:
     outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO(), io.BytesIO())
     original_type = processing.identify(source, max_pixels).media_type
     source.seek(0)
-    size = processing.strip(source, max_pixels, output)
+    size = processing.strip(source, max_pixels, output, io.BytesIO())
     source.seek(0)
     if size is not None:
         copies = processing.check(source, max_pixels, outputs)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from service.app import create_app
-from service.images import ConvertedUpload, ImageRecord
+from service.images import ConvertedUpload, ImageRecord, KeptOriginal
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage_s3 import S3Storage
@@ -122,7 +122,7 @@ async def test_an_image_stored_before_reduced_copies_renders_from_its_jpeg(
     record = ImageRecord(uuid4(), (2400, 1600), datetime.now(UTC).replace(microsecond=0))
     async with storage:
         converted = ready(ConvertedUpload(record, io.BytesIO(photo), ready({})))
-        await storage.save(record.id, io.BytesIO(photo), "image/jpeg", converted)
+        await storage.save(record.id, KeptOriginal(io.BytesIO(photo)), "image/jpeg", converted)
     assert not any("/reduced/" in key for key in bucket_keys(moto, bucket))
     listed = (await s3_client.simulate_get("/images")).json
     assert [image["id"] for image in listed] == [str(record.id)]
@@ -252,7 +252,7 @@ async def test_a_save_interrupted_halfway_leaves_nothing(
         save = asyncio.create_task(
             storage.save(
                 record.id,
-                SlowFile(b"x" * 1024 * 1024),
+                KeptOriginal(SlowFile(b"x" * 1024 * 1024)),
                 "image/png",
                 ready(ConvertedUpload(record, io.BytesIO(b"jpeg"), finished({}))),
             )
@@ -285,13 +285,20 @@ class SlowFile(io.BytesIO):
         return super().read(65536 if size is None or size < 0 else min(size, 65536))
 
 
-async def test_a_large_upload_is_stored_byte_for_byte(
+async def test_a_photo_served_as_uploaded_is_stored_once(
     s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
 ) -> None:
-    large = samples.jpeg((4000, 3000), quality=97)
-    created = (await s3_client.simulate_post("/images", body=large)).json
-    original = moto.client().get_object(Bucket=bucket, Key=f"team/photos/originals/{created['id']}")
-    assert original["Body"].read() == large
+    """Its original is kept as what the served JPEG lacks of it, the form in its metadata;
+    the download, byte for byte, is tested in test_access.py."""
+    photo = samples.upright_jpeg_with_metadata((4000, 3000))
+    created = (await s3_client.simulate_post("/images", body=photo)).json
+    s3 = moto.client()
+    original = s3.get_object(Bucket=bucket, Key=f"team/photos/originals/{created['id']}")
+    jpeg = s3.head_object(Bucket=bucket, Key=f"team/photos/images/{created['id']}.jpeg")
+    assert original["Metadata"] == {"form": "difference"}
+    assert original["ContentType"] == "image/jpeg"
+    assert original["ContentLength"] < 2_000
+    assert jpeg["ContentLength"] < len(photo) < jpeg["ContentLength"] + 2_000
 
 
 async def test_a_304_does_not_read_the_object_body(

@@ -163,7 +163,7 @@ import asyncio, io, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
-from service.images import ConvertedUpload, Copy, ImageRecord, copy_sizes
+from service.images import ConvertedUpload, Copy, ImageRecord, KeptOriginal, copy_sizes
 from service.storage_local import LocalStorage
 
 async def ready(value):
@@ -184,7 +184,9 @@ async def save():
         copies = copy_sizes({Copy.REDUCED: (1000, 750)})
         record = ImageRecord(UUID(sys.argv[2]), (4000, 3000), now, copies=copies)
         original, jpeg = io.BytesIO(b"o" * 5000), io.BytesIO(b"j" * 5000)
-        await storage.save(record.id, original, "image/png", converted(record, jpeg))
+        await storage.save(
+            record.id, KeptOriginal(original), "image/png", converted(record, jpeg)
+        )
 
 asyncio.run(save())
 """
