@@ -564,13 +564,14 @@ Notes:
   thumbnail at 1/8 scale); turned ones (EXIF orientation 6, as phones store them) are decoded,
   turned and encoded at quality 90, and their copies made from the same pixels. The seed
   decodes and encodes every upload at quality 75 and writes a local file; ASGILook writes the
-  original (while it converts), the served JPEG, the two copies and the 1/8 thumbnail to
-  SeaweedFS, between a pending marker and an index entry (all-or-nothing). SeaweedFS runs on
-  the same two cores: storing about 6 MB per upload costs it CPU the upload's check then waits
-  for. The "embedded store" rows are the same uploads to ASGILook with its local store (files
-  and SQLite on this disk, where the seed writes too), beside the production rows, never
-  instead of them. "CPU per upload" is the CPU time the whole machine spent, less the client's,
-  while one worker took the uploads (SeaweedFS's and Redis's included), against the seed's.
+  original (an upright photo's as the few KB its served JPEG lacks of it; a turned one's whole,
+  while it converts), the served JPEG, the two copies and the 1/8 thumbnail to SeaweedFS,
+  between a pending marker and an index entry (all-or-nothing). SeaweedFS runs on the same two
+  cores: storing about 4 MB per upright upload costs it CPU the upload's check then waits for.
+  The "embedded store" rows are the same uploads to ASGILook with its local store (files and
+  SQLite on this disk, where the seed writes too), beside the production rows, never instead
+  of them. "CPU per upload" is the CPU time the whole machine spent, less the client's, while
+  one worker took the uploads (SeaweedFS's and Redis's included), against the seed's.
 - Misses are fetched each once, over 8 connections (a browser's 6 to 8), by an httpx client;
   every request a thumbnail never rendered. The mix asks each image's five sizes smallest
   first, the next size of an image three images later: one image's sizes reach different
