@@ -84,6 +84,9 @@ async def read_runs(difference: AsyncIterator[bytes]) -> tuple[list[ByteRun], _C
         ]
     except (ValueError, TypeError) as error:
         raise DamagedDifference(f"the difference's header is not its runs ({error})") from None
+    ends = [0] + [start + length for start, length in runs]
+    if any(start < end or length < 1 for (start, length), end in zip(runs, ends, strict=False)):
+        raise DamagedDifference("the difference's runs are not in order, apart and non-empty")
     return runs, chunks
 
 

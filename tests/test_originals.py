@@ -67,6 +67,8 @@ def test_the_difference_of_a_photo_is_its_metadata_not_a_second_copy() -> None:
         pytest.param(lambda difference: difference[:-1], id="a run cut short"),
         pytest.param(lambda difference: difference[: difference.index(b"\n")], id="no header"),
         pytest.param(lambda difference: b"{not runs}\n", id="a header that is not runs"),
+        pytest.param(lambda difference: b"[[40,4],[42,4]]\n" + bytes(8), id="overlapping runs"),
+        pytest.param(lambda difference: b"[[40,0]]\n", id="an empty run"),
     ],
 )
 async def test_a_damaged_difference_is_an_error_never_a_wrong_file(damage: object) -> None:
