@@ -211,9 +211,9 @@ class Storage(Protocol):
     async def open(self, image_id: UUID, byte_range: ByteRange | None = None) -> StoredImage:
         """Open the JPEG of an image, or a satisfiable range of it; raises ImageNotFound."""
 
-    async def open_original(self, record: ImageRecord) -> StoredImage:
-        """Open the upload as it was received, with its content type (restored_original() if
-        it is kept as a difference); raises ImageNotFound."""
+    async def open_original(self, record: ImageRecord) -> tuple[StoredImage, str]:
+        """Open the upload as it is kept, with its content type, and the form it is kept in
+        (originals.WHOLE, or DIFFERENCE: what its JPEG lacks of it); raises ImageNotFound."""
 
     async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
         """Open a copy of an image, with the image's record: one read where a stat and an open
@@ -289,9 +289,7 @@ def _copy_files(
     return files
 
 
-async def restored_original(
-    jpeg: StoredImage, difference: StoredImage, content_type: str
-) -> StoredImage:
+async def _restored_original(jpeg: StoredImage, difference: StoredImage) -> StoredImage:
     """An upload kept as a difference, from its served JPEG and that difference, both opened."""
 
     async def close() -> None:
@@ -308,7 +306,7 @@ async def restored_original(
         jpeg.length + sum(length for _, length in runs),
         originals.restored(jpeg.chunks, runs, run_bytes),
         close,
-        content_type=content_type,
+        content_type=difference.content_type,
     )
 
 
@@ -661,7 +659,15 @@ class ImageService:
         """The upload as received, if `authorize` (given the image's record) does not raise."""
         record = (await self._storage.stat(image_id)).record
         authorize(record)
-        return await self._storage.open_original(record)
+        kept, form = await self._storage.open_original(record)
+        if form == originals.WHOLE:
+            return kept
+        try:
+            jpeg = await self._storage.open(image_id)
+        except BaseException:
+            await kept.close()
+            raise
+        return await _restored_original(jpeg, kept)
 
     async def _spool(
         self, body: AsyncIterable[bytes], declared_length: int | None, spool: IO[bytes]

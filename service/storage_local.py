@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
 
-from . import originals
 from .errors import ImageExists, ImageNotFound, StorageUnavailable
 from .images import (
     ByteRange,
@@ -27,7 +26,6 @@ from .images import (
     KeptOriginal,
     StoredImage,
     copy_sizes,
-    restored_original,
 )
 
 log = logging.getLogger(__name__)
@@ -128,17 +126,9 @@ class LocalStorage:
         record, file = await self._run(self._open, image_id)
         return self._stream(record, file, byte_range)
 
-    async def open_original(self, record: ImageRecord) -> StoredImage:
+    async def open_original(self, record: ImageRecord) -> tuple[StoredImage, str]:
         content_type, form, file = await self._run(self._open_original, record.id)
-        kept = self._stream(record, file, None, content_type)
-        if form == originals.WHOLE:
-            return kept
-        try:
-            jpeg = await self.open(record.id)
-        except BaseException:
-            await kept.close()
-            raise
-        return await restored_original(jpeg, kept, content_type)
+        return self._stream(record, file, None, content_type), form
 
     async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
         record, file = await self._run(self._open_copy, image_id, copy)

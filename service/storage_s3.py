@@ -50,7 +50,6 @@ from .images import (
     KeptOriginal,
     StoredImage,
     copy_sizes,
-    restored_original,
 )
 from .metrics import Metrics
 
@@ -257,21 +256,14 @@ class S3Storage:
 
         return StoredImage(record, length, chunks(), close, byte_range, content_type)
 
-    async def open_original(self, record: ImageRecord) -> StoredImage:
+    async def open_original(self, record: ImageRecord) -> tuple[StoredImage, str]:
         with self._call("get_object"):
             response = await self._client.get_object(
                 Bucket=self._bucket, Key=self._original_key(record.id)
             )
-        kept = self._stream(record, response, None, response["ContentType"])
         # NOTE: stored before originals said their form: whole.
-        if response["Metadata"].get(ORIGINAL_FORM, originals.WHOLE) == originals.WHOLE:
-            return kept
-        try:
-            jpeg = await self.open(record.id)
-        except BaseException:
-            await kept.close()
-            raise
-        return await restored_original(jpeg, kept, kept.content_type)
+        form = response["Metadata"].get(ORIGINAL_FORM, originals.WHOLE)
+        return self._stream(record, response, None, response["ContentType"]), form
 
     async def open_copy(self, image_id: UUID, copy: Copy) -> StoredImage:
         with self._call("get_object"):
