@@ -14,7 +14,7 @@ from service.app import create_app
 from service.settings import Settings
 
 from . import samples
-from .servers import MotoS3, RedisServer
+from .servers import FaultyProxy, MotoS3, RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +50,14 @@ def bucket(moto: MotoS3) -> str:
     name = f"asgilook-{uuid4().hex[:12]}"
     moto.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def proxy(moto: MotoS3) -> Iterator[FaultyProxy]:
+    """moto behind a proxy that a test can make fail or refuse connections."""
+    faulty = FaultyProxy(moto.port)
+    yield faulty
+    faulty.close()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import botocore.exceptions
 import fakeredis
 import httpx
 import redis
-from moto.server import ThreadedMotoServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,21 +50,26 @@ def wait_until(ready: Callable[[], bool], timeout: float = 15.0, what: str = "se
 
 
 class MotoS3:
-    """moto's S3 server over HTTP; stop() and start() again on the same port, state kept."""
+    """moto's S3 server over HTTP, in a process of its own: the objects it holds (spooled
+    temporary files) are collected there, never in the tests' process."""
 
-    def __init__(self, port: int = 0) -> None:
-        self.port = port
-        self._server: ThreadedMotoServer | None = None
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoS3:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-        self.port = self._server.get_host_and_port()[1]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: httpx.get(self.url).status_code == 200, what="moto")
         return self
 
     def stop(self) -> None:
-        assert self._server is not None
-        self._server.stop()
+        assert self._process is not None
+        self._process.terminate()
+        self._process.wait(10)
 
     @property
     def url(self) -> str:
@@ -250,7 +254,8 @@ class Uvicorn:
 
 class FaultyProxy:
     """An HTTP proxy in front of an S3 server that can stop answering at a chosen request, as
-    if the server died between two writes: set `fails` to a predicate of (method, path)."""
+    if the server died between two writes (set `fails` to a predicate of (method, path)), or
+    refuse every connection for a while, as if it were down."""
 
     def __init__(self, upstream_port: int) -> None:
         self.fails: Callable[[str, str], bool] = lambda method, path: False
@@ -265,6 +270,9 @@ class FaultyProxy:
 
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not proxy.listening:  # a connection opened before: it dies with the server
+                    self.close_connection = True
+                    return
                 if proxy.fails(self.command, self.path):
                     proxy.refused.append((self.command, self.path))
                     self.close_connection = True  # no answer at all: the server is gone
@@ -288,14 +296,26 @@ class FaultyProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self.port = 0
+        self.accept_connections()
+
+    def accept_connections(self) -> None:
+        """Listen (again, on the same port): the S3 server is back, with all it held."""
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.listening = True
+
+    def refuse_connections(self) -> None:
+        """Stop listening: S3 is down, every connection refused."""
+        self.listening = False
+        self._server.shutdown()
+        self._server.server_close()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.refuse_connections()

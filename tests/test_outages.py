@@ -17,14 +17,7 @@ from service.cache import REDIS_RETRY_SECONDS
 from service.settings import Settings
 
 from . import samples
-from .servers import MotoS3, RedisServer
-
-
-@pytest.fixture
-def own_moto() -> Iterator[MotoS3]:
-    server = MotoS3().start()
-    yield server
-    server.stop()
+from .servers import FaultyProxy, MotoS3, RedisServer
 
 
 @pytest.fixture
@@ -77,14 +70,13 @@ async def ramp(
 
 
 async def test_s3_down_is_503_with_retry_after_then_recovers(
-    own_moto: MotoS3, redis_url: str, tmp_path: Path
+    moto: MotoS3, bucket: str, proxy: FaultyProxy, redis_url: str, tmp_path: Path
 ) -> None:
-    own_moto.client().create_bucket(Bucket="photos")
     settings = Settings(
         _env_file=None,
-        s3_bucket="photos",
+        s3_bucket=bucket,
         anonymous_writes=True,
-        s3_endpoint_url=own_moto.url,
+        s3_endpoint_url=proxy.url,
         s3_max_attempts=2,  # quicker 503s for this test
         redis_url=redis_url,
         storage_path=tmp_path,
@@ -94,7 +86,7 @@ async def test_s3_down_is_503_with_retry_after_then_recovers(
         cached_thumbnail = created["thumbnails"][0]
         assert (await client.simulate_get(cached_thumbnail)).status_code == 200
 
-        own_moto.stop()
+        proxy.refuse_connections()
         for method, path, body in [
             ("GET", "/images?limit=7", None),
             ("GET", created["image"], None),
@@ -109,7 +101,7 @@ async def test_s3_down_is_503_with_retry_after_then_recovers(
         # What is cached is still served.
         assert (await client.simulate_get(cached_thumbnail)).status_code == 200
 
-        own_moto.start()  # same port, same data
+        proxy.accept_connections()  # same port, same data
         assert (await client.simulate_get(created["image"])).status_code == 200
         assert [entry["id"] for entry in (await client.simulate_get("/images?limit=7")).json] == [
             created["id"]
@@ -119,7 +111,7 @@ async def test_s3_down_is_503_with_retry_after_then_recovers(
         ).status_code == 201
         # The upload that failed while S3 was down left nothing behind.
         assert len((await client.simulate_get("/images?limit=8")).json) == 2
-        keys = own_moto.client().list_objects_v2(Bucket="photos")["Contents"]
+        keys = moto.client().list_objects_v2(Bucket=bucket)["Contents"]
         assert len(keys) == 2 * 3
 
 

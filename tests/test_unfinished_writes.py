@@ -7,7 +7,6 @@ import asyncio
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -42,13 +41,6 @@ async def test_a_save_under_a_taken_id_is_refused_and_destroys_nothing(
         for thumbnail in first.json["thumbnails"]:
             assert (await client.simulate_get(thumbnail)).status_code == 200
         assert (await client.simulate_delete(first.json["image"])).status_code == 204
-
-
-@pytest.fixture
-def proxy(moto: MotoS3) -> Iterator[FaultyProxy]:
-    faulty = FaultyProxy(moto.port)
-    yield faulty
-    faulty.close()
 
 
 def orphans_removed(metrics: str) -> float:
