@@ -280,11 +280,17 @@ def servers_started(args: argparse.Namespace, work: Path) -> Iterator[dict[str, 
             "MALLOC_MMAP_THRESHOLD_": "1048576",
         }
         uvicorn = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--app-dir", str(REPO)]
+
+        def metrics_of(name: str) -> dict[str, str]:
+            """As the container does: the workers' metrics in files of a directory, summed."""
+            (work / f"{name}-metrics").mkdir()
+            return {"PROMETHEUS_MULTIPROC_DIR": str(work / f"{name}-metrics")}
+
         # NOTE: as the container runs: INFO, one JSON access line per request; and quiet.
         for name, workers, level in [("asgilook", 2, "INFO"), ("asgilook-1w", 1, "INFO"),
                                      ("asgilook-quiet", 1, "WARNING")]:  # fmt: skip
             command = [*uvicorn, "--port", "{port}", "--workers", str(workers), *UVICORN]
-            env = {**asgilook_env, "ASGILOOK_LOG_LEVEL": level}
+            env = {**asgilook_env, "ASGILOOK_LOG_LEVEL": level, **metrics_of(name)}
             started[name] = Server(name, command, env, work)
         # NOTE: the embedded store (local files and SQLite), for uploads stored as the seed
         #   stores them: on this machine's disk, not through SeaweedFS on the same two cores.
@@ -292,7 +298,8 @@ def servers_started(args: argparse.Namespace, work: Path) -> Iterator[dict[str, 
         started["asgilook-local"] = Server(
             "asgilook-local",
             [*uvicorn, "--port", "{port}", "--workers", "2", *UVICORN],
-            {**local_env, "ASGILOOK_STORAGE_PATH": str(work / "asgilook-local")},
+            {**local_env, "ASGILOOK_STORAGE_PATH": str(work / "asgilook-local"),
+             **metrics_of("asgilook-local")},
             work,
         )  # fmt: skip
         seed_storage = work / "seed-images"
@@ -555,9 +562,11 @@ def run(args: argparse.Namespace) -> list[Row]:
 NOTES = """
 Notes:
 - ASGILook runs as the container does: logging at INFO, one JSON access line per request
-  (written to a file here, as a container's stdout would be), uvicorn with 2 workers (1 for
-  the 1-worker rows), MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=1048576. The "logging off"
-  hit row is the same server at WARNING, beside the production figure, never instead of it.
+  (written to a file here, as a container's stdout would be), metrics in PROMETHEUS_MULTIPROC_DIR
+  (each worker's values in memory-mapped files, summed by a scrape), uvicorn with 2 workers
+  (1 for the 1-worker rows), MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=1048576. The
+  "logging off" hit row is the same server at WARNING, beside the production figure, never
+  instead of it.
 - Uploads: one client, one after the other. Upright photos are served as received (minus
   metadata: no re-encode; they are still decoded at 1/2 scale to refuse damaged files, and
   that decode becomes the copies at 1/2 and 1/4 scale, encoded at quality 90, and the

@@ -7,10 +7,12 @@ all of them. Without it, each process reports its own.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -81,6 +83,33 @@ class Metrics:
             ["operation"], registry=registry,
         )  # fmt: skip
 
+        # NOTE: counts a request adds, kept here until the next turn of the event loop (see add()).
+        self._pending: dict[Any, float] = {}
+
+    def add(self, metric: Any, amount: float = 1) -> None:
+        """Add to a counter or a gauge (a child of its labels) at the next turn of the event loop,
+        in one update with the other additions to it in that turn.
+
+        In multiprocess mode, each update of a value is a lock and a write to a memory-mapped
+        file; a cache hit made five of them (8 us of 27 in process). A scrape adds what is
+        pending first, so that it sees every request before its own.
+        """
+        pending = self._pending
+        if not pending:
+            try:
+                asyncio.get_running_loop().call_soon(self._add_pending)
+            except RuntimeError:  # no event loop in this thread: now
+                pending[metric] = amount
+                self._add_pending()
+                return
+        pending[metric] = pending.get(metric, 0) + amount
+
+    def _add_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for metric, amount in pending.items():
+            if amount:
+                metric.inc(amount)
+
     @contextmanager
     def timed(self, histogram: Histogram, *labels: str) -> Iterator[None]:
         started = time.perf_counter()
@@ -91,6 +120,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format, summed over every worker in multiprocess mode."""
+        self._add_pending()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

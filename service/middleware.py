@@ -66,14 +66,14 @@ class RequestTelemetry:
         else:
             identifier = f"{self._id_prefix}{next(self._id_counter):016x}"
         request_id.set(identifier)
-        self._metrics.in_flight.inc()
+        self._metrics.add(self._metrics.in_flight)
         return identifier
 
     def finish(
         self, request: tuple[str, str, str], status: int, started: float, **log: Any
     ) -> None:
         """Count a request (method, path, route) answered; log it with `log`'s fields."""
-        self._metrics.in_flight.dec()
+        self._metrics.add(self._metrics.in_flight, -1)
         seconds = time.perf_counter() - started
         method, path, route = request
         children = self._children.get((method, route, status))
@@ -83,7 +83,7 @@ class RequestTelemetry:
                 self._metrics.request_seconds.labels(method, route),
             )
             self._children[(method, route, status)] = children
-        children[0].inc()
+        self._metrics.add(children[0])
         children[1].observe(seconds)
         if self._access_log.enabled():
             fields = {"method": method, "path": path, "route": route, "status": status,
@@ -135,6 +135,7 @@ class HotResponses:
         self._app = app
         self._cache = cache
         self._telemetry = telemetry
+        self._metrics = metrics
         self._hits = metrics.cache_lookups.labels("hit")
         # NOTE: the headers of the responses held, as the bytes ASGI sends, made once each;
         #   keyed by the identity of what the cache holds (kept here, so never reused).
@@ -172,7 +173,7 @@ class HotResponses:
             })  # fmt: skip
             await send({"type": "http.response.body", "body": body})
         finally:
-            self._hits.inc()
+            self._metrics.add(self._hits)
             path = f"{scope['path']}?{query}" if query else scope["path"]
             self._telemetry.finish(
                 ("GET", path, route), status, started, bytes=len(body), cache="Hit"
@@ -224,6 +225,7 @@ class ResponseCache:
 
     def __init__(self, cache: Cache, metrics: Metrics) -> None:
         self._cache = cache
+        self._metrics = metrics
         self._hits = metrics.cache_lookups.labels("hit")
         self._misses = metrics.cache_lookups.labels("miss")
 
@@ -247,7 +249,7 @@ class ResponseCache:
             return
         resp.context.cache_slot = (key, generation)
         resp.set_header(CACHE_HEADER, "Miss")
-        self._misses.inc()
+        self._metrics.add(self._misses)
 
     def _answer(self, req: Request, resp: Response, cached: list[Any]) -> None:
         status, headers, body, resp.context.route = cached
@@ -259,7 +261,7 @@ class ResponseCache:
             resp.data = body
         resp.set_header(CACHE_HEADER, "Hit")
         resp.complete = True
-        self._hits.inc()
+        self._metrics.add(self._hits)
 
     async def process_response(
         self, req: Request, resp: Response, resource: object, req_succeeded: bool
