@@ -63,7 +63,11 @@ class MotoS3:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: httpx.get(self.url).status_code == 200, what="moto")
+        try:
+            wait_until(lambda: httpx.get(self.url).status_code == 200, what="moto")
+        except TimeoutError:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
