@@ -58,8 +58,11 @@ class MotoS3:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoS3:
+        # NOTE: not measured by coverage, as our subprocesses are: it is not our code.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
