@@ -99,11 +99,12 @@ def main() -> None:
             aws_secret_access_key=SeaweedFS.SECRET_KEY,
             region_name="us-east-1",
         )
-        seed_p50 = statistics.median(seconds[2]) if args.seed_dir is not None else None
+        seed = len(args.checkouts)  # its index in servers, after the checkouts
+        seed_p50 = statistics.median(seconds[seed]) if args.seed_dir is not None else None
         if seed_p50 is not None:
             print(
                 f"seed: p50 {seed_p50 * 1000:.1f} ms, "
-                f"CPU per upload {statistics.median(cpu[2]) * 1000:.1f} ms"
+                f"CPU per upload {statistics.median(cpu[seed]) * 1000:.1f} ms"
             )
         for n, checkout in enumerate(args.checkouts):
             p50 = statistics.median(seconds[n])

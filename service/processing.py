@@ -30,7 +30,7 @@ from PIL import (  # noqa: F401
 
 from .errors import ImageTooLarge, InvalidImage, ServiceError, UnsupportedImage
 from .formats import JPEG, Format
-from .originals import ByteRun, write_difference
+from .originals import COPY_CHUNK_BYTES, ByteRun, write_difference
 
 Size = tuple[int, int]
 
@@ -63,7 +63,6 @@ HALF_MIN_PIXELS = 8_000_000
 HALF_MAX_PIXELS = 20_000_000
 REDUCED_OPTIONS = {"quality": 90, "subsampling": "4:4:4"}
 JPEG_MAX_SIDE = 65_500  # libjpeg's limit
-COPY_CHUNK_BYTES = 256 * 1024
 ORIENTATION = 0x0112  # the EXIF tag
 SAMPLE_FORMAT = 339  # the TIFF tag: 1 unsigned, 2 signed integers, 3 floats
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))

@@ -10,6 +10,7 @@ import zlib
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageStat
 
 GPS_IFD = 0x8825
+GPS_POSITION = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
 ORIENTATION = 0x0112
 
 
@@ -26,7 +27,7 @@ def jpeg_with_exif(size: tuple[int, int] = (640, 480)) -> bytes:
     image.paste((255, 255, 0), (0, 0, size[0] // 4, size[1]))  # a yellow left edge
     exif = image.getexif()
     exif[ORIENTATION] = 6
-    exif[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    exif[GPS_IFD] = GPS_POSITION
     output = io.BytesIO()
     image.save(output, "JPEG", exif=exif, quality=90)
     return output.getvalue()
@@ -38,7 +39,7 @@ def upright_jpeg_with_metadata(size: tuple[int, int] = (640, 480)) -> bytes:
     image = Image.new("RGB", size, "blue")
     image.paste((255, 255, 0), (0, 0, size[0] // 4, size[1]))
     exif = image.getexif()
-    exif[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    exif[GPS_IFD] = GPS_POSITION
     output = io.BytesIO()
     image.save(
         output, "JPEG", exif=exif, xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>",
@@ -58,7 +59,7 @@ def mpo(size: tuple[int, int] = (640, 480)) -> bytes:
     output = io.BytesIO()
     first, second = Image.new("RGB", size, "blue"), Image.new("RGB", size, "red")
     exif = first.getexif()
-    exif[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    exif[GPS_IFD] = GPS_POSITION
     first.save(output, "MPO", save_all=True, append_images=[second], exif=exif, quality=90)
     return output.getvalue()
 
