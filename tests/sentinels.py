@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from .servers import free_port, wait_until
+from .servers import free_ports, redis_answers, wait_until
 
 SERVICE = "mymaster"
 
@@ -21,8 +21,8 @@ class SentinelRedis:
 
     def __init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="asgilook-sentinel-"))
-        self.redis_ports = [free_port(), free_port()]
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        ports = free_ports(5)
+        self.redis_ports, self.sentinel_ports = ports[:2], ports[2:]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
@@ -106,14 +106,8 @@ class SentinelRedis:
     def _redis(self, port: int, *options: str) -> None:
         command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         self._start(port, [*command, "--appendonly", "no", "--dir", str(self.directory), *options])
-        wait_until(lambda: _ping(port), what="redis")
 
     def _start(self, port: int, command: list[str]) -> None:
-        self.processes[port] = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-
-def _ping(port: int) -> bool:
-    with redis.Redis(port=port, socket_timeout=1) as client:
-        return bool(client.ping())
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes[port] = process
+        wait_until(lambda: redis_answers(port, process), what="redis")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -25,10 +26,39 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 
 
+def free_ports(count: int, twin: int = 0) -> list[int]:
+    """Distinct free ports, each probe held until all are chosen: a closed probe's port can come
+    straight back (1 set of 5 in 2000 had a repeat). With `twin`, port + twin is free too."""
+    ports: list[int] = []
+    with contextlib.ExitStack() as probes:
+
+        def probe(port: int) -> int:
+            bound = probes.enter_context(socket.socket())
+            bound.bind(("127.0.0.1", port))
+            return int(bound.getsockname()[1])
+
+        while len(ports) < count:
+            port = probe(0)
+            try:
+                if twin:
+                    probe(port + twin)
+            except (OSError, OverflowError):  # taken, or beyond 65535
+                continue
+            ports.append(port)
+    return ports
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def redis_answers(port: int, process: subprocess.Popen[bytes]) -> bool:
+    """The redis-server we started answers on its port. If another test worker's server took the
+    port first, ours has exited: say so at once rather than talk to theirs."""
+    if process.poll() is not None:
+        raise RuntimeError(f"redis-server for port {port} exited ({process.returncode})")
+    with redis.Redis(port=port, socket_timeout=1) as client:
+        return int(client.info("server")["process_id"]) == process.pid
 
 
 def wait_until(ready: Callable[[], bool], timeout: float = 15.0, what: str = "server") -> None:
@@ -116,10 +146,12 @@ class RedisServer:
                 ],
                 stdout=subprocess.DEVNULL,
             )
+            process = self._process
+            wait_until(lambda: redis_answers(self.port, process), what="redis")
         else:
             self._fake = fakeredis.TcpFakeServer(("127.0.0.1", self.port))
             threading.Thread(target=self._fake.serve_forever, daemon=True).start()
-        wait_until(lambda: self.client().ping(), what="redis")
+            wait_until(lambda: self.client().ping(), what="redis")
         return self
 
     def stop(self) -> None:
@@ -142,7 +174,7 @@ class SeaweedFS:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         # NOTE: each gRPC port is its HTTP port + 10000, so both must be free.
-        self.ports = [free_port_pair() for _ in range(4)]
+        self.ports = free_ports(4, twin=10000)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -181,19 +213,6 @@ class SeaweedFS:
             "s3", endpoint_url=self.url, region_name="us-east-1",
             aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY,
         )  # fmt: skip
-
-
-def free_port_pair() -> int:
-    """A free port whose + 10000 twin is free too."""
-    while True:
-        port = free_port()
-        if port + 10000 < 65536:
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
 
 
 class Uvicorn:
