@@ -29,6 +29,7 @@ ENV PATH=/opt/asgilook/bin:$PATH \
     UVICORN_HOST=0.0.0.0 \
     UVICORN_PORT=8000 \
     UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=25 \
+    UVICORN_HTTP=service.http_protocol:HttpProtocol \
     WEB_CONCURRENCY=2 \
     FORWARDED_ALLOW_IPS=127.0.0.1 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/asgilook-metrics \

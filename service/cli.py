@@ -86,8 +86,11 @@ def _new_key(name: str, role: keys.Role, as_json: bool) -> int:
 def _serve(host: str, port: int, workers: int) -> int:
     import uvicorn
 
-    # NOTE: as the container runs it: the service logs each request itself, and honours the
-    #   X-Forwarded-* headers of the proxies FORWARDED_ALLOW_IPS names (127.0.0.1 by default).
+    from .http_protocol import HttpProtocol
+
+    # NOTE: as the container runs it: the service logs each request itself, honours the
+    #   X-Forwarded-* headers of the proxies FORWARDED_ALLOW_IPS names (127.0.0.1 by default),
+    #   and a retiring worker answers the connections it accepted last (http_protocol).
     uvicorn.run(
         "service.asgi:app",
         host=host,
@@ -95,6 +98,7 @@ def _serve(host: str, port: int, workers: int) -> int:
         workers=workers,
         proxy_headers=True,
         access_log=False,
+        http=HttpProtocol,
     )
     return 0
 

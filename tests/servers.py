@@ -24,6 +24,7 @@ import httpx
 import redis
 
 REPO = Path(__file__).resolve().parent.parent
+HTTP_PROTOCOL = "service.http_protocol:HttpProtocol"
 
 
 def free_ports(count: int, twin: int = 0) -> list[int]:
@@ -238,6 +239,7 @@ class Uvicorn:
         environment.update(self.env)
         command = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--app-dir", str(REPO)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+        command += ["--http", HTTP_PROTOCOL]  # as the container runs it
         self.process = subprocess.Popen(
             command, cwd=self.cwd, env=environment, stdout=self.log, stderr=subprocess.STDOUT
         )
