@@ -10,9 +10,7 @@ connection a retiring worker had accepted but not yet read is reset by uvicorn's
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,7 +22,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.servers import HTTP_PROTOCOL, free_port, wait_until  # noqa: E402
+from bench.run import Server  # noqa: E402
+from tests.servers import HTTP_PROTOCOL, wait_until  # noqa: E402
 from tests.test_restarts import worker_pids  # noqa: E402
 
 CLIENTS = 6
@@ -32,19 +31,16 @@ CLIENTS = 6
 
 def restarted(protocol: str, restarts: int, directory: Path) -> tuple[int, list[str]]:
     """Answered requests and failures, through `restarts` restarts with `protocol`."""
-    port = free_port()
-    environment = {key: value for key, value in os.environ.items() if "ASGILOOK_" not in key}
-    environment |= {
-        "ASGILOOK_STORAGE_PATH": str(directory / "data"),
-        "ASGILOOK_LOG_LEVEL": "WARNING",
-        "UVICORN_TIMEOUT_WORKER_HEALTHCHECK": "20",  # a replacement's startup, on a busy host
-    }
-    master = subprocess.Popen(
+    # NOTE: a long healthcheck timeout: a replacement's startup, on a host this loaded.
+    master = Server(
+        "uvicorn",
         [sys.executable, "-m", "uvicorn", "service.asgi:app", "--app-dir", str(REPO),
-         "--port", str(port), "--workers", "2", "--http", protocol, "--log-level", "warning"],
-        env=environment, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--port", "{port}", "--workers", "2", "--http", protocol, "--log-level", "warning"],
+        {"ASGILOOK_STORAGE_PATH": str(directory / "data"), "ASGILOOK_LOG_LEVEL": "WARNING",
+         "UVICORN_TIMEOUT_WORKER_HEALTHCHECK": "20"},
+        directory,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/healthz"
+    url = f"{master.url}/healthz"
     answered, failures, stop = [0], [], threading.Event()
 
     def client() -> None:
@@ -56,23 +52,23 @@ def restarted(protocol: str, restarts: int, directory: Path) -> tuple[int, list[
                 failures.append(repr(error))
 
     try:
-        wait_until(lambda: len(worker_pids(master.pid)) == 2, 60, "2 workers")
-        wait_until(lambda: httpx.get(url).status_code == 200, 60, "the service")
+        master.wait("/healthz")
+        pid = master.process.pid
+        wait_until(lambda: len(worker_pids(pid)) == 2, 60, "2 workers")
         threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
         for thread in threads:
             thread.start()
         for _ in range(restarts):
-            old = worker_pids(master.pid)
-            master.send_signal(signal.SIGHUP)
-            wait_until(lambda old=old: retired(master.pid, old), 60, "new workers")
+            old = worker_pids(pid)
+            master.process.send_signal(signal.SIGHUP)
+            wait_until(lambda old=old: retired(pid, old), 60, "new workers")
             time.sleep(0.5)
         stop.set()
         for thread in threads:
             thread.join()
     finally:
         stop.set()
-        master.terminate()
-        master.wait(30)
+        master.stop()
     return answered[0], failures
 
 

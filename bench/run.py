@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 import httpx
@@ -66,15 +66,8 @@ def venv_python(name: str) -> str:
 class Server:
     """A server process on 127.0.0.1, stopped with SIGTERM."""
 
-    # NOTE: servers are started together and bind their ports a second later; a closed probe's
-    #   port can come straight back, so each server of a run gets one no other server got.
-    _ports: ClassVar[set[int]] = set()
-
     def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path) -> None:
         self.name, self.port = name, free_port()
-        while self.port in Server._ports:
-            self.port = free_port()
-        Server._ports.add(self.port)
         self.log = open(cwd / f"{name}.log", "wb")  # noqa: SIM115 (closed by stop())
         command = [part.replace("{port}", str(self.port)) for part in command]
         # NOTE: a session of its own, so that stop() also ends the processes it forks.

@@ -27,25 +27,35 @@ REPO = Path(__file__).resolve().parent.parent
 HTTP_PROTOCOL = "service.http_protocol:HttpProtocol"
 
 
+# NOTE: every port handed out in this process. A server binds its port a moment (uvicorn: a
+#   second) after it is chosen, and a closed probe's port can come straight back (1 set of 5
+#   picks in 2000 had a repeat): no port goes to two servers of one test process.
+_HANDED_OUT: set[int] = set()
+
+
 def free_ports(count: int, twin: int = 0) -> list[int]:
-    """Distinct free ports, each probe held until all are chosen: a closed probe's port can come
-    straight back (1 set of 5 in 2000 had a repeat). With `twin`, port + twin is free too."""
+    """Free ports, none handed out before in this process. With `twin`, port + twin is free
+    (and not handed out) too."""
     ports: list[int] = []
     with contextlib.ExitStack() as probes:
 
         def probe(port: int) -> int:
             bound = probes.enter_context(socket.socket())
             bound.bind(("127.0.0.1", port))
-            return int(bound.getsockname()[1])
+            port = int(bound.getsockname()[1])
+            if port in _HANDED_OUT:
+                raise OSError(f"port {port} was handed out before")
+            return port
 
         while len(ports) < count:
-            port = probe(0)
             try:
+                port = probe(0)
                 if twin:
                     probe(port + twin)
-            except (OSError, OverflowError):  # taken, or beyond 65535
+            except (OSError, OverflowError):  # taken, handed out before, or beyond 65535
                 continue
             ports.append(port)
+        _HANDED_OUT.update(ports, (port + twin for port in ports if twin))
     return ports
 
 
