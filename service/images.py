@@ -310,11 +310,18 @@ async def _restored_original(jpeg: StoredImage, difference: StoredImage) -> Stor
     )
 
 
-def _dismiss(work: asyncio.Future[Any]) -> None:
-    """Cancel work whose outcome no longer matters, or take its error, which is not the one
-    to report (asyncio would log it as never retrieved)."""
-    if not work.cancel() and not work.cancelled():
-        work.exception()
+async def _dismissed(*works: asyncio.Future[Any] | None) -> None:
+    """Cancel work whose outcome no longer matters, and wait until its threads are done with
+    what they read and write. Its error is not the one to report (asyncio would log it as
+    never retrieved)."""
+    started = [work for work in works if work is not None]
+    for work in started:
+        work.cancel()
+    if started:
+        await asyncio.wait(started)
+    for work in started:
+        if not work.cancelled():
+            work.exception()
 
 
 def utc_now() -> datetime:
@@ -432,8 +439,7 @@ class ImageService:
                         ConvertedUpload(record(size, processing.copies_of(size)), served, checking)
                     )
                 else:
-                    if checking is not None:  # laid out unusually: re-encoded instead
-                        _dismiss(checking)
+                    await _dismissed(checking)  # if laid out unusually: re-encoded instead
                     converting = asyncio.ensure_future(convert())
                 with open(spool.name, "rb") as whole:
                     original = (
@@ -444,10 +450,9 @@ class ImageService:
                     await self._storage.save(image_id, original, identified.media_type, converting)
             except BaseException:
                 # NOTE: if the store failed before it waited for them; a failure of theirs that
-                #   it did not wait for is not the one to report.
-                for work in (converting, checking):
-                    if work is not None:
-                        _dismiss(work)
+                #   it did not wait for is not the one to report. They end before the spooled
+                #   files they use are closed.
+                await _dismissed(converting, checking)
                 raise
             return converting.result().record
 

@@ -8,7 +8,7 @@ import contextvars
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .errors import Overloaded
@@ -112,8 +112,26 @@ class ImageWorkers:
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in a thread, within an admission."""
         assert self._executor is not None, "ImageWorkers used outside the app's lifespan"
-        loop = asyncio.get_running_loop()
         # NOTE: in this request's context, so what the thread logs carries its request id.
         context = contextvars.copy_context()
         with self._metrics.timed(self._metrics.render_seconds, function.__name__):
-            return await loop.run_in_executor(self._executor, context.run, function, *args)
+            job = self._executor.submit(context.run, function, *args)
+            try:
+                return await asyncio.wrap_future(job)
+            except asyncio.CancelledError:
+                # NOTE: a thread cannot be stopped. One that started is waited for, so that
+                #   nothing it still reads or writes is closed under it and its memory stays
+                #   counted until it is free; one still queued never starts.
+                if not job.cancel():
+                    await _finished(job)
+                raise
+
+
+async def _finished(job: Future[Any]) -> None:
+    """Wait for a job that has started, whatever it ends with, even if cancelled meanwhile."""
+    ended = asyncio.wrap_future(job)
+    while not ended.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([ended])
+    if not ended.cancelled():
+        ended.exception()  # its outcome is no one's: not an error left unretrieved

@@ -8,11 +8,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import BinaryIO
 from uuid import UUID
 
 import falcon.testing
 import pytest
 
+from service import processing
 from service.app import create_app
 from service.images import Copy
 from service.settings import Settings
@@ -146,6 +148,31 @@ async def test_an_upload_whose_pending_marker_outlived_it_stays_whole(
     assert f"reduced/{image['id']}.jpeg" in keys
 
 
+async def test_an_upload_whose_store_fails_ends_after_its_conversion(
+    proxy: FaultyProxy, behind_proxy: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store may fail while the upload is still converted in a thread: the 503 waits for
+    the thread, so the files it reads and writes are not closed under it."""
+    open_to_the_end: list[bool] = []
+    convert = processing.convert
+
+    def watched_convert(
+        source: BinaryIO, max_pixels: int, output: BinaryIO, outputs: processing.CopyOutputs
+    ) -> processing.ConvertedImage:
+        try:
+            return convert(source, max_pixels, output, outputs)
+        finally:
+            open_to_the_end.append(not source.closed and not output.closed)
+
+    monkeypatch.setattr(processing, "convert", watched_convert)
+    async with falcon.testing.ASGIConductor(create_app(behind_proxy)) as client:
+        proxy.refuse_connections()
+        for _ in range(3):
+            png = samples.png_with_alpha((2400, 1800))  # converted: JPEGs are not
+            assert (await client.simulate_post("/images", body=png)).status_code == 503
+    assert open_to_the_end == [True] * 3
+
+
 def _epoch(http_date: str) -> int:
     return int(falcon.http_date_to_dt(http_date).timestamp())
 
@@ -154,6 +181,7 @@ CRASHING_SAVE = """
 import asyncio, io, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from uuid import UUID
 from service.images import ConvertedUpload, Copy, ImageRecord, KeptOriginal, copy_sizes
 from service.storage_local import LocalStorage

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import falcon.testing
 
 from service.app import create_app
+from service.metrics import Metrics
 from service.settings import Settings
-from service.workers import MemoryBudget
+from service.workers import ImageWorkers, MemoryBudget
 
 from . import samples
 
@@ -105,6 +107,45 @@ async def test_a_job_cancelled_as_its_turn_comes_gives_its_bytes_back() -> None:
     jobs.start("after", 100)
     await settled()
     assert jobs.started[-1] == "after"
+
+
+async def test_a_job_cancelled_while_its_thread_runs_ends_with_the_thread() -> None:
+    """A thread cannot be stopped: until it ends, what it reads and writes stays open (the
+    caller closes it after the job) and its bytes stay counted."""
+    release, started = threading.Event(), threading.Event()
+
+    def blocking() -> str:
+        started.set()
+        release.wait(10)
+        return "late"
+
+    async with ImageWorkers(threads=2, queue=4, memory_bytes=100, metrics=Metrics()) as workers:
+        running = asyncio.ensure_future(workers.run(blocking, memory=100))
+        await asyncio.to_thread(started.wait, 10)
+        running.cancel()
+        after = asyncio.ensure_future(workers.run(lambda: "after", memory=100))
+        await asyncio.sleep(0.2)
+        assert not running.done()
+        assert not after.done()  # the cancelled job's thread still holds the budget
+
+        release.set()
+        await asyncio.wait([running])
+        assert running.cancelled()
+        assert await after == "after"
+
+
+async def test_a_job_cancelled_before_a_thread_takes_it_never_runs() -> None:
+    release, ran = threading.Event(), threading.Event()
+    async with ImageWorkers(threads=1, queue=4, memory_bytes=100, metrics=Metrics()) as workers:
+        busy = asyncio.ensure_future(workers.in_thread(release.wait, 10))
+        queued = asyncio.ensure_future(workers.in_thread(ran.set))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        await asyncio.wait([queued])
+        assert queued.cancelled()  # at once: no thread to wait for
+        release.set()
+        await busy
+    assert not ran.is_set()
 
 
 async def test_thumbnails_render_within_a_budget_smaller_than_any_of_them(
