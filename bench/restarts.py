@@ -1,6 +1,6 @@
 """Requests on new connections through SIGHUP restarts: `python bench/restarts.py [RESTARTS]`.
 
-For each HTTP protocol (uvicorn's httptools, then the service's `service.http_protocol`), runs
+For each HTTP protocol (uvicorn's httptools, then the service's `service.http.protocol`), runs
 the service with 2 workers on the embedded store, 6 client threads each opening a new connection
 per GET /healthz, and restarts every worker RESTARTS times in a row (SIGHUP to the master, each
 restart complete before the next). Prints the requests answered and those that failed: a

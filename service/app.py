@@ -23,12 +23,7 @@ from .errors import ServiceError
 from .events.hub import EventHub
 from .events.logs import EventLog, LocalEventLog, RedisEventLog
 from .formats import FORMATS
-from .images import ImageService, Storage, utc_now
-from .janitor import Janitor
-from .levels import Levels
-from .logs import AccessLog
-from .metrics import Metrics
-from .middleware import (
+from .http.middleware import (
     ASGIApp,
     CutShortBodies,
     HotResponses,
@@ -37,7 +32,7 @@ from .middleware import (
     RequestTelemetry,
     ResponseCache,
 )
-from .resources import (
+from .http.resources import (
     Access,
     Events,
     EventsOverWebSocket,
@@ -53,9 +48,14 @@ from .resources import (
     service_error,
     unrouted,
 )
+from .images import ImageService, Storage, utc_now
+from .levels import Levels
+from .logs import AccessLog
+from .metrics import Metrics
 from .settings import Settings
-from .storage_local import LocalStorage
-from .storage_s3 import S3Storage
+from .storage.janitor import Janitor
+from .storage.local import LocalStorage
+from .storage.s3 import S3Storage
 from .web import Files, docs, gallery
 from .web.openapi import describe_api
 from .workers import ImageWorkers

@@ -86,11 +86,11 @@ def _new_key(name: str, role: keys.Role, as_json: bool) -> int:
 def _serve(host: str, port: int, workers: int) -> int:
     import uvicorn
 
-    from .http_protocol import HttpProtocol
+    from .http.protocol import HttpProtocol
 
     # NOTE: as the container runs it: the service logs each request itself, honours the
     #   X-Forwarded-* headers of the proxies FORWARDED_ALLOW_IPS names (127.0.0.1 by default),
-    #   and a retiring worker answers the connections it accepted last (http_protocol).
+    #   and a retiring worker answers the connections it accepted last (http.protocol).
     uvicorn.run(
         "service.asgi:app",
         host=host,

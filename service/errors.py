@@ -1,4 +1,4 @@
-"""Domain errors, free of any framework; service/resources.py maps them to HTTP."""
+"""Domain errors, free of any framework; service/http/resources.py maps them to HTTP."""
 
 from __future__ import annotations
 

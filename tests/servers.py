@@ -24,7 +24,7 @@ import httpx
 import redis
 
 REPO = Path(__file__).resolve().parent.parent
-HTTP_PROTOCOL = "service.http_protocol:HttpProtocol"
+HTTP_PROTOCOL = "service.http.protocol:HttpProtocol"
 
 
 # NOTE: every port handed out in this process. A server binds its port a moment (uvicorn: a

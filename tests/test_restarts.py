@@ -25,7 +25,7 @@ new connection, a timeout, or a failure after response headers is never resent. 
 failed that way (5 of them POSTs); with it, none of 45 runs (91,000 requests) failed.
 
 A request on a new connection, accepted by the retiring worker but not yet read as it stopped,
-is answered: uvicorn's own protocol reset it (once in a CI run), the service's (http_protocol,
+is answered: uvicorn's own protocol reset it (once in a CI run), the service's (http.protocol,
 which the container and these servers run) does not; the last test shows it deterministically.
 """
 

@@ -18,7 +18,7 @@ from service.app import create_app
 from service.images import ConvertedUpload, ImageRecord, KeptOriginal
 from service.metrics import Metrics
 from service.settings import Settings
-from service.storage_s3 import S3Storage
+from service.storage.s3 import S3Storage
 
 from . import samples
 from .servers import MotoS3

@@ -186,7 +186,7 @@ from pathlib import Path
 from typing import BinaryIO
 from uuid import UUID
 from service.images import ConvertedUpload, Copy, ImageRecord, KeptOriginal, copy_sizes
-from service.storage_local import LocalStorage
+from service.storage.local import LocalStorage
 
 async def ready(value):
     return value

@@ -331,7 +331,7 @@ class Cluster:
             #   server connections, so that it never reuses one uvicorn is closing.
             [sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", host,
              "--port", str(APP_PORT), "--workers", "2", "--proxy-headers", "--no-access-log",
-             "--timeout-keep-alive", "30", "--http", "service.http_protocol:HttpProtocol"],
+             "--timeout-keep-alive", "30", "--http", "service.http.protocol:HttpProtocol"],
             env=environment,
         )  # fmt: skip
         self.wait(lambda: httpx.get(self.host_url(number) + "/readyz", timeout=2).is_success,

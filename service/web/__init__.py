@@ -13,7 +13,7 @@ import falcon
 import swagger_ui_bundle
 from falcon.asgi import Request, Response
 
-from ..validators import is_conditional
+from ..http.validators import is_conditional
 
 TYPES = {
     ".html": "text/html; charset=utf-8",

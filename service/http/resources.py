@@ -12,14 +12,14 @@ from uuid import UUID
 import falcon
 from falcon.asgi import Request, Response, SSEvent, WebSocket
 
-from . import errors
-from .access.policy import Caller
-from .access.rate_limits import RateLimits
-from .cache import Cache
-from .events.hub import EventHub, Reset, Subscription
-from .formats import FORMATS, Format, negotiate
-from .images import ImageRecord, ImageService, Storage
-from .metrics import CONTENT_TYPE, Metrics
+from .. import errors
+from ..access.policy import Caller
+from ..access.rate_limits import RateLimits
+from ..cache import Cache
+from ..events.hub import EventHub, Reset, Subscription
+from ..formats import FORMATS, Format, negotiate
+from ..images import ImageRecord, ImageService, Storage
+from ..metrics import CONTENT_TYPE, Metrics
 from .uploads import attachment, upload_body
 from .validators import is_conditional, not_modified, set_validators
 

@@ -7,7 +7,7 @@ the socket, is then closed under it: the client gets a reset on a new connection
 browser resends (uvicorn issue #2757). This protocol gives such a connection a short grace for
 its first request, answered with `Connection: close`; idle connections that already had a
 request are closed at once, as uvicorn does. Run it with `--http
-service.http_protocol:HttpProtocol` (the container's UVICORN_HTTP, and `asgilook serve`).
+service.http.protocol:HttpProtocol` (the container's UVICORN_HTTP, and `asgilook serve`).
 """
 
 from __future__ import annotations

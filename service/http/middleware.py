@@ -14,10 +14,10 @@ from typing import Any
 import falcon
 from falcon.asgi import Request, Response
 
-from .cache import Cache
-from .errors import ClientDisconnected
-from .logs import AccessLog, request_id
-from .metrics import Metrics
+from ..cache import Cache
+from ..errors import ClientDisconnected
+from ..logs import AccessLog, request_id
+from ..metrics import Metrics
 from .validators import not_modified_by_headers
 
 CACHE_HEADER = "X-ASGILook-Cache"

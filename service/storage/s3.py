@@ -39,9 +39,9 @@ import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import originals
-from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import (
+from .. import originals
+from ..errors import ImageExists, ImageNotFound, StorageUnavailable
+from ..images import (
     ByteRange,
     ConvertedUpload,
     Copy,
@@ -51,7 +51,7 @@ from .images import (
     StoredImage,
     copy_sizes,
 )
-from .metrics import Metrics
+from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from falcon.asgi import Request
 from falcon.media import MultipartFormHandler
 
-from .errors import InvalidForm, UploadTooLarge
+from ..errors import InvalidForm, UploadTooLarge
 
 MAX_NAME_BYTES = 255
 MAX_FIELDS_BYTES = 64 * 1024

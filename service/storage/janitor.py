@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from .errors import ServiceError
-from .images import Storage, utc_now
-from .metrics import Metrics
+from ..errors import ServiceError
+from ..images import Storage, utc_now
+from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
 
-from .errors import ImageExists, ImageNotFound, StorageUnavailable
-from .images import (
+from ..errors import ImageExists, ImageNotFound, StorageUnavailable
+from ..images import (
     ByteRange,
     ConvertedUpload,
     Copy,
