@@ -7,7 +7,6 @@ import base64
 import binascii
 import contextlib
 import enum
-import io
 import logging
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -40,8 +39,8 @@ Size = tuple[int, int]
 # NOTE: uploads up to this size stay in memory while they are checked; larger ones spill to disk.
 SPOOL_MEMORY_BYTES = 1024 * 1024
 # NOTE: a thumbnail this large is most often the largest size of a photo (2000x1500 of 12 MP),
-#   which renders from its half copy: reading the 1/4 copy for its record would be a read for
-#   nothing, and the half copy (1 MB) is read only once its job is admitted.
+#   which is stored as it is served (or, stored before, renders from its half copy): reading
+#   the 1/4 copy for its record would be a read for nothing.
 SOURCE_WITH_RECORD_MAX_PIXELS = 1_000_000
 # NOTE: images whose copies a worker remembers (about 200 bytes each).
 COPIES_SEEN_MAX = 10_000
@@ -71,10 +70,13 @@ class Copy(enum.Enum):
 
     EIGHTH = "eighth"  # the thumbnail at 1/8 scale, served as it is
     REDUCED = "reduced"  # at 1/4 scale: the thumbnails it makes well render from it
-    HALF = "half"  # at 1/2 scale: likewise
+    HALF = "half"  # at 1/2 scale, likewise: where LARGEST is not made (odd sides; older images)
+    LARGEST = "largest"  # the thumbnail at 1/2 scale, served as it is
 
 
-# NOTE: the copies thumbnails render from, smallest first.
+# NOTE: the copies served as JPEG thumbnails of their size, and those thumbnails render from,
+#   smallest first.
+SERVED_COPIES = (Copy.EIGHTH, Copy.LARGEST)
 SOURCE_COPIES = (Copy.REDUCED, Copy.HALF)
 
 
@@ -85,11 +87,13 @@ def size_of(copies: processing.Copies, copy: Copy) -> Size | None:
 
 
 def copy_for(copies: processing.Copies, size: Size, format: Format) -> Copy | None:
-    """The copy a thumbnail of `size` in `format` is made from: the 1/8 thumbnail itself
-    (encoded as a JPEG thumbnail is), or the smallest that renders it well; None for the
-    JPEG."""
-    if format == JPEG and copies.eighth == size:
-        return Copy.EIGHTH
+    """The copy a thumbnail of `size` in `format` is made from: the 1/8 or 1/2 thumbnail
+    itself (encoded as a JPEG thumbnail is), or the smallest that renders it well; None for
+    the JPEG."""
+    if format == JPEG:
+        for copy in SERVED_COPIES:
+            if size_of(copies, copy) == size:
+                return copy
     for copy in SOURCE_COPIES:
         copy_size = size_of(copies, copy)
         if copy_size is not None and processing.resizes_well(copy_size, size):
@@ -391,7 +395,7 @@ class ImageService:
                 return ImageRecord(image_id, size, modified, owner, body.name, copies)
 
             async def check() -> dict[Copy, IO[bytes]]:
-                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO(), io.BytesIO())
+                outputs = processing.CopyOutputs.in_memory()
                 with open(spool.name, "rb") as source:
                     made = await self._workers.run(
                         processing.check,
@@ -405,7 +409,7 @@ class ImageService:
             async def convert() -> ConvertedUpload:
                 """What an upload that strip() did not take becomes."""
                 spool.seek(0)
-                outputs = processing.CopyOutputs(io.BytesIO(), io.BytesIO(), io.BytesIO())
+                outputs = processing.CopyOutputs.in_memory()
                 converted = await self._workers.run(
                     processing.convert,
                     spool,
@@ -583,7 +587,7 @@ class ImageService:
         self, record: ImageRecord, size: Size, format: Format, source: Source | None
     ) -> bytes:
         copy = copy_for(record.copies, size, format)
-        if copy is Copy.EIGHTH:  # made at upload as this very thumbnail
+        if copy in SERVED_COPIES:  # made at upload as this very thumbnail
             return (
                 source.jpeg
                 if source
@@ -606,7 +610,7 @@ class ImageService:
             smaller = [
                 s
                 for s in self.thumbnail_sizes(record)
-                if s[0] < size[0] and copy_for(record.copies, s, format) is not Copy.EIGHTH
+                if s[0] < size[0] and copy_for(record.copies, s, format) not in SERVED_COPIES
             ]
             next_size = smaller[0] if smaller else size
             same_source = copy_for(record.copies, next_size, format) is copy

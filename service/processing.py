@@ -77,11 +77,14 @@ _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 @dataclass(frozen=True)
 class Copies:
     """The sizes of the copies made of an image large enough for them: its thumbnail at 1/8
-    scale (`eighth`), a copy at 1/4 (`reduced`), and one at 1/2 (`half`) for the largest."""
+    scale (`eighth`), a copy at 1/4 (`reduced`), and for the largest its thumbnail at 1/2
+    (`largest`), or a copy at 1/2 scale (`half`) that it renders from where libjpeg's 1/2
+    scale is not its size (odd sides), as for every image stored before largest thumbnails."""
 
     eighth: Size | None = None
     reduced: Size | None = None
     half: Size | None = None
+    largest: Size | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ class CopyOutputs:
     eighth: BinaryIO
     reduced: BinaryIO
     half: BinaryIO
+    largest: BinaryIO
+
+    @classmethod
+    def in_memory(cls) -> CopyOutputs:
+        return cls(io.BytesIO(), io.BytesIO(), io.BytesIO(), io.BytesIO())
 
 
 @dataclass(frozen=True)
@@ -154,23 +162,27 @@ def check(source: BinaryIO, max_pixels: int, outputs: CopyOutputs) -> Copies:
 
 
 def copies_of(size: Size) -> Copies:
-    """The copies an image of `size` gets, or none: its thumbnail at 1/8 scale (the size of the
-    series, sides rounded down), and copies at libjpeg's 1/4 and 1/2 scales (rounded up)."""
+    """The copies an image of `size` gets, or none: its thumbnails at 1/8 and 1/2 scale (the
+    sizes of the series, sides rounded down), and copies at libjpeg's 1/4 scale and, for the
+    1/2 thumbnail of odd sides, 1/2 scale (rounded up)."""
     pixels = size[0] * size[1]
     if pixels < REDUCED_MIN_PIXELS:
         return Copies()
+    at_half = HALF_MIN_PIXELS <= pixels <= HALF_MAX_PIXELS
+    # NOTE: pixels just larger than a thumbnail blur it (resizes_well): 2001x1500 is kept as a
+    #   copy, which 2000x1499 renders from as from a JPEG.
+    exact_half = size[0] % 2 == 0 and size[1] % 2 == 0
     return Copies(
-        (size[0] // 8, size[1] // 8),
-        _scaled_size(size, _divided(size, REDUCED_SCALE)),
-        _scaled_size(size, _divided(size, 2))
-        if HALF_MIN_PIXELS <= pixels <= HALF_MAX_PIXELS
-        else None,
+        eighth=(size[0] // 8, size[1] // 8),
+        reduced=_scaled_size(size, _divided(size, REDUCED_SCALE)),
+        half=_scaled_size(size, _divided(size, 2)) if at_half and not exact_half else None,
+        largest=(size[0] // 2, size[1] // 2) if at_half and exact_half else None,
     )
 
 
 def _check_scale(copies: Copies) -> int:
     """The libjpeg scale (1/n) check() decodes at: its largest copy's, or 1/8 without copies."""
-    return 2 if copies.half else REDUCED_SCALE if copies.reduced else 8
+    return 2 if copies.largest or copies.half else REDUCED_SCALE if copies.reduced else 8
 
 
 def _divided(size: Size, divisor: int) -> Size:
@@ -179,16 +191,21 @@ def _divided(size: Size, divisor: int) -> Size:
 
 
 def _save_copies(pixels: Image.Image, copies: Copies, outputs: CopyOutputs) -> Copies:
-    """Write the copies from pixels at the largest copy's size (or larger): halved, to the
-    1/4 scale, where there is a half copy (two halvings are one 1/4 box average); and the 1/8
-    thumbnail rendered from the 1/4 pixels, as a thumbnail of that size is."""
-    if copies.half is not None:
-        if pixels.size != copies.half:
+    """Write the copies from pixels at the largest copy's size (or larger): the 1/2 thumbnail
+    (as any thumbnail of its size is rendered, to be served as it is) or copy, those pixels
+    halved to the 1/4 scale (two halvings are one 1/4 box average), and the 1/8 thumbnail
+    rendered from the 1/4 pixels."""
+    half = copies.largest or copies.half
+    if half is not None:
+        if pixels.size != half:
             pixels = pixels.reduce(2)
-        pixels.save(outputs.half, "JPEG", **REDUCED_OPTIONS)
+        if copies.largest is not None:
+            outputs.largest.write(render(Level(pixels), copies.largest))
+        else:
+            pixels.save(outputs.half, "JPEG", **REDUCED_OPTIONS)
     if copies.reduced is not None:
         if pixels.size != copies.reduced:
-            pixels = pixels.reduce(REDUCED_SCALE // 2 if copies.half else REDUCED_SCALE)
+            pixels = pixels.reduce(REDUCED_SCALE // 2 if half else REDUCED_SCALE)
         pixels.save(outputs.reduced, "JPEG", **REDUCED_OPTIONS)
     if copies.eighth is not None:
         outputs.eighth.write(render(Level(pixels), copies.eighth))
@@ -537,7 +554,7 @@ def check_bytes(size: Size) -> int:
     """check() of an image of `size`: its reduced decode, and the 1/4 copy halved from it."""
     copies = copies_of(size)
     decoded = _pixel_bytes(_scaled_size(size, _divided(size, _check_scale(copies))))
-    return decoded * 5 // 4 if copies.half else decoded
+    return decoded * 5 // 4 if copies.largest or copies.half else decoded
 
 
 def convert_bytes(size: Size) -> int:

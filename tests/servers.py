@@ -254,7 +254,9 @@ class Uvicorn:
             command, cwd=self.cwd, env=environment, stdout=self.log, stderr=subprocess.STDOUT
         )
         try:
-            wait_until(self._answers, what="uvicorn")
+            # NOTE: a worker importing the service on two cores shared with the other test
+            #   process and its servers took over 15 s once; one that exits fails at once.
+            wait_until(self._answers, timeout=60, what="uvicorn")
         except BaseException:
             print(self.output())
             self.close()

@@ -49,13 +49,13 @@ async def test_an_older_index_gains_copies_and_a_photo_renders_from_them(tmp_pat
         image_id = created["id"]
         assert [name for name in stored_files(data) if image_id in name] == [
             f"eighth/{image_id}.jpeg",
-            f"half/{image_id}.jpeg",
             f"images/{image_id}.jpeg",
+            f"largest/{image_id}.jpeg",
             f"originals/{image_id}",
             f"reduced/{image_id}.jpeg",
         ]
         # NOTE: with its JPEG turned black, every thumbnail still shows the photo: each size
-        #   is made from the half or the 1/4 copy, or was made at upload (1/8).
+        #   is made from the 1/4 copy, or was made at upload (1/8 and 1/2).
         black = io.BytesIO()
         Image.new("RGB", (4000, 2000)).save(black, "JPEG")
         (data / "images" / f"{image_id}.jpeg").write_bytes(black.getvalue())

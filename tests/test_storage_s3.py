@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from service.app import create_app
-from service.images import ConvertedUpload, ImageRecord, KeptOriginal
+from service.images import ConvertedUpload, Copy, ImageRecord, KeptOriginal, copy_sizes
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage.s3 import S3Storage
@@ -77,7 +77,7 @@ async def test_original_and_jpeg_are_stored_under_the_prefix(
         pytest.param((2400, 1600), {"eighth": (300, 200), "reduced": (600, 400)}, id="1/8 and 1/4"),
         pytest.param(
             (4000, 2000),
-            {"eighth": (500, 250), "reduced": (1000, 500), "half": (2000, 1000)},
+            {"eighth": (500, 250), "reduced": (1000, 500), "largest": (2000, 1000)},
             id="and 1/2",
         ),
     ],
@@ -194,19 +194,59 @@ async def test_once_an_image_s_copies_are_read_its_thumbnails_are_one_read(
     assert await reads_of(s3_client, smaller) == 1
 
 
-async def test_the_1_8_thumbnail_is_served_as_stored_in_jpeg_only(
-    s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+@pytest.mark.parametrize(
+    ("size", "copy", "thumbnail"),
+    [((2400, 1600), "eighth", "300x200"), ((4000, 3000), "largest", "2000x1500")],
+    ids=["1/8", "1/2"],
+)
+async def test_the_1_8_and_1_2_thumbnails_are_served_as_stored_in_jpeg_only(
+    s3_client: falcon.testing.ASGIConductor,
+    moto: MotoS3,
+    bucket: str,
+    size: tuple[int, int],
+    copy: str,
+    thumbnail: str,
 ) -> None:
-    """Made at upload as a JPEG thumbnail of its size is made; other formats render it."""
-    created = (await s3_client.simulate_post("/images", body=samples.jpeg((2400, 1600)))).json
-    key = f"team/photos/eighth/{created['id']}.jpeg"
+    """Made at upload as a JPEG thumbnail of their size is made; other formats render them."""
+    created = (await s3_client.simulate_post("/images", body=samples.jpeg(size))).json
+    key = f"team/photos/{copy}/{created['id']}.jpeg"
     stored = moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    path = created["thumbnails"][2]
-    assert path.endswith("/300x200.jpeg")
+    (path,) = [path for path in created["thumbnails"] if path.endswith(f"/{thumbnail}.jpeg")]
     served = await s3_client.simulate_get(path)
     assert served.content == stored
     webp = await s3_client.simulate_get(path.removesuffix(".jpeg") + ".webp")
     assert Image.open(io.BytesIO(webp.content)).format == "WEBP"
+
+
+async def test_an_image_stored_with_a_half_copy_renders_its_largest_thumbnail_from_it(
+    s3_settings: Settings, s3_client: falcon.testing.ASGIConductor, moto: MotoS3, bucket: str
+) -> None:
+    """Images stored before there were 1/2 thumbnails have a q90 copy at 1/2 scale instead.
+    Their JPEG is black here: only the copy can show the photo."""
+    storage = S3Storage(
+        bucket, endpoint_url=moto.url, prefix=s3_settings.s3_prefix, metrics=Metrics()
+    )
+    photo = samples.jpeg((4000, 3000))
+    pixels = Image.open(io.BytesIO(photo))
+    sizes = {Copy.EIGHTH: (500, 375), Copy.REDUCED: (1000, 750), Copy.HALF: (2000, 1500)}
+    files: dict[Copy, io.BytesIO] = {}
+    for copy, copy_size in sizes.items():
+        files[copy] = io.BytesIO()
+        pixels.resize(copy_size).save(files[copy], "JPEG", quality=90)
+        files[copy].seek(0)
+    black = io.BytesIO()
+    Image.new("RGB", (4000, 3000)).save(black, "JPEG")
+    black.seek(0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    record = ImageRecord(uuid4(), (4000, 3000), now, copies=copy_sizes(dict(sizes)))
+    async with storage:
+        converted = ready(ConvertedUpload(record, black, ready(dict(files))))
+        await storage.save(record.id, KeptOriginal(io.BytesIO(photo)), "image/jpeg", converted)
+    largest = await s3_client.simulate_get(f"/thumbnails/{record.id}/2000x1500.jpeg")
+    assert largest.status_code == 200
+    assert Image.open(io.BytesIO(largest.content)).size == (2000, 1500)
+    assert samples.difference(largest.content, photo) < 32  # black: about 128
+    assert largest.content != files[Copy.HALF].getvalue()  # rendered, not served as stored
 
 
 async def test_a_reduced_copy_that_does_not_say_its_record_is_passed_over(

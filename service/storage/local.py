@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS images (
     half_width INTEGER,  -- the size of the copy at 1/2 scale, if the image has one
     half_height INTEGER,
     eighth_width INTEGER,  -- the size of the thumbnail at 1/8 scale, if the image has one
-    eighth_height INTEGER
+    eighth_height INTEGER,
+    largest_width INTEGER,  -- the size of the thumbnail at 1/2 scale, if the image has one
+    largest_height INTEGER
 );
 -- Uploads and deletes in progress; one cut off by a crash leaves its row for the janitor.
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, since INTEGER NOT NULL);
@@ -69,7 +71,8 @@ _RECORD_COLUMNS = ", ".join(_RECORD_COLUMN_NAMES)
 class LocalStorage:
     """Layout under the root: originals/{id} (whole, or what the JPEG lacks of the upload, as
     its row's original_form says), images/{id}.jpeg, the copies eighth/{id}.jpeg,
-    reduced/{id}.jpeg and half/{id}.jpeg (large images only) and index.sqlite3.
+    reduced/{id}.jpeg and largest/{id}.jpeg (half/{id}.jpeg for images stored before; large
+    images only) and index.sqlite3.
 
     A save reserves its id (a pending row) before it writes a file, so a failed one removes
     only files of its own; a row left pending by a crash is the janitor's to finish.

@@ -7,7 +7,10 @@ Keys, under the configured prefix:
   eighth/{id}.jpeg             the thumbnail at 1/8 scale, made at upload (large images), with
                                the JPEG's metadata: a thumbnail miss reads it alone
   reduced/{id}.jpeg            a copy at 1/4 scale, for the thumbnails it makes, likewise
-  half/{id}.jpeg               a copy at 1/2 scale, likewise (the largest images)
+  largest/{id}.jpeg            the thumbnail at 1/2 scale, made at upload (images of 8 to 20 MP),
+                               likewise
+  half/{id}.jpeg               a copy at 1/2 scale, likewise, which images stored before there
+                               were largest thumbnails have instead
   index/{id}/{w}x{h}/{epoch}[/@{owner}][/{name}]
                                an empty object per image: listing the index is the image listing,
                                one LIST call per page, because UUIDv7 ids sort by upload time
