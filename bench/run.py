@@ -574,12 +574,12 @@ Notes:
   instead of it.
 - Uploads: one client, one after the other. Upright photos are served as received (minus
   metadata: no re-encode; they are still decoded at 1/2 scale to refuse damaged files, and
-  that decode becomes the copies at 1/2 and 1/4 scale, encoded at quality 90, and the
-  thumbnail at 1/8 scale); turned ones (EXIF orientation 6, as phones store them) are decoded,
+  that decode becomes the copy at 1/4 scale, at quality 90, and the thumbnails at 1/2 and 1/8
+  scale); turned ones (EXIF orientation 6, as phones store them) are decoded,
   turned and encoded at quality 90, and their copies made from the same pixels. The seed
   decodes and encodes every upload at quality 75 and writes a local file; ASGILook writes the
   original (an upright photo's as the few KB its served JPEG lacks of it; a turned one's whole,
-  while it converts), the served JPEG, the two copies and the 1/8 thumbnail to SeaweedFS,
+  while it converts), the served JPEG, the 1/4 copy and the two thumbnails to SeaweedFS,
   between a pending marker and an index entry (all-or-nothing). SeaweedFS runs on the same two
   cores: storing about 4 MB per upright upload costs it CPU the upload's check then waits for.
   The "embedded store" rows are the same uploads to ASGILook with its local store (files and
@@ -596,10 +596,10 @@ Notes:
 - thumbor (PIL engine, file loader, quality 75, 2 processes with 2 engine threads each) reads
   the very JPEG ASGILook serves ("same source bytes"), and also the seed's stored q75 re-encode
   of it, which is about half as costly to decode. ASGILook renders 1000x750, 250x187 and
-  125x93 from the copy at 1/4 scale (about 300 KB) it made at upload, and 2000x1500 from the
-  one at 1/2 scale (about 1 MB): never from the JPEG. 500x375, the 1/8 scale, it rendered at
-  upload (from the pixels its check decoded, as it renders any thumbnail) and stored: it
-  serves it as stored, without a decode or an encode. thumbor and the seed render it.
+  125x93 from the copy at 1/4 scale (about 300 KB) it made at upload: never from the JPEG.
+  2000x1500 and 500x375, the 1/2 and 1/8 scales, it rendered at upload (from the pixels its
+  check decoded, as it renders any thumbnail) and stored: it serves them as stored, without a
+  decode or an encode. thumbor and the seed render them.
 - Cold page: 100 photos uploaded and never viewed; the listing of them (timed, and added to
   ASGILook's time to the last byte), then each one's grid-size thumbnail (the third of the
   series, the 1/8 scale) over 8 connections. thumbor and the seed get the same thumbnails.
